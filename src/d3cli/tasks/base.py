@@ -1,0 +1,30 @@
+"""What every task provides: prompts with reference answers, answer extraction and scoring."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Example:
+    """One prompt with its reference final answer."""
+
+    id: str
+    prompt: str
+    answer: str
+
+
+class Task(Protocol):
+    """A task: a held-out eval set, a default generation canvas, and a scorer."""
+
+    name: str
+    gen_length: int
+
+    def eval_examples(self, limit: int | None = None) -> list[Example]:
+        """The held-out evaluation prompts, in a fixed order."""
+        ...
+
+    def score(self, example: Example, output: str) -> bool:
+        """Whether the decoded `output` carries the right final answer."""
+        ...
