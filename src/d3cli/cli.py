@@ -65,11 +65,11 @@ def pretrain(
     from .pretrain import ConfigMismatchError, PretrainConfig, Pretrainer, RunSchedule
 
     config = PretrainConfig(
-        task=task, steps=steps, batch_size=batch_size, learning_rate=learning_rate,
+        task=task, batch_size=batch_size, learning_rate=learning_rate,
         warmup_steps=warmup_steps, ema_decay=ema_decay, hidden_size=hidden_size,
         intermediate_size=intermediate_size, num_layers=layers, num_heads=heads,
         block_size=block_size, seed=seed)
-    schedule = RunSchedule(save_every=save_every, eval_every=eval_every,
+    schedule = RunSchedule(steps=steps, save_every=save_every, eval_every=eval_every,
                            eval_prompts=eval_prompts, device=pick_device(device))
     try:
         trainer = Pretrainer(config, out, schedule)

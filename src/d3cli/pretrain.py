@@ -37,7 +37,6 @@ class PretrainConfig:
     """Everything that defines a pretraining run; a resumed run must match it."""
 
     task: str = "arith"
-    steps: int = 40000
     batch_size: int = 32
     learning_rate: float = 2e-3
     warmup_steps: int = 200
@@ -54,8 +53,10 @@ class PretrainConfig:
 
 @dataclass(frozen=True)
 class RunSchedule:
-    """How often to log, checkpoint and evaluate; free to change between resumes."""
+    """How long to train and how often to log, checkpoint and evaluate; free to change
+    between resumes (the learning rate is constant after warm-up, so `steps` can grow)."""
 
+    steps: int = 40000
     log_every: int = 50
     save_every: int = 500
     eval_every: int = 2000
@@ -114,9 +115,9 @@ class Pretrainer:
         if not path.is_file():
             return
         state = torch.load(path, map_location=self.device, weights_only=False)
-        if state["config"] != asdict(self.config):
-            changed = sorted(key for key, value in asdict(self.config).items()
-                             if state["config"].get(key) != value)
+        changed = sorted(key for key, value in asdict(self.config).items()
+                         if state["config"].get(key) != value)
+        if changed:
             raise ConfigMismatchError(f"{path} was trained with other settings "
                                       f"({', '.join(changed)}); use another --out")
         self.model.load_state_dict(state["model"])
@@ -184,19 +185,19 @@ class Pretrainer:
             handle.write(json.dumps(record) + "\n")
 
     def run(self) -> Iterator[dict]:
-        """Train to `config.steps`, yielding a progress record after every step."""
+        """Train to `schedule.steps`, yielding a progress record after every step."""
         self.out.mkdir(parents=True, exist_ok=True)
         schedule, started, window = self.schedule, time.perf_counter(), []
-        while self.step < self.config.steps:
+        while self.step < schedule.steps:
             window.append(self.train_step())
             record: dict = {"step": self.step, "loss": sum(window) / len(window)}
             if self.step % schedule.log_every == 0:
                 self.log({**record, "lr": self.scheduler.get_last_lr()[0],
                           "seconds": round(time.perf_counter() - started, 1)})
                 window = []
-            if self.step % schedule.save_every == 0 or self.step == self.config.steps:
+            if self.step % schedule.save_every == 0 or self.step == schedule.steps:
                 self.save_checkpoint()
-            if self.step % schedule.eval_every == 0 or self.step == self.config.steps:
+            if self.step % schedule.eval_every == 0 or self.step == schedule.steps:
                 record["accuracy"] = self.evaluate()
                 self.export()
                 self.log({"step": self.step, "eval_accuracy": record["accuracy"]})

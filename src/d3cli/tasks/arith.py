@@ -1,7 +1,8 @@
 """The embedded synthetic chain-of-thought task: a chain of additions and subtractions mod 10.
 
 A prompt is an expression such as ``3 + 4 - 7 + 2 + 9 ?``, evaluated left to right on a
-10-hour clock. The answer writes every step (``3 + 4 = 7 ;``) and ends with ``#### 8``.
+10-hour clock, filled with ``.`` to a fixed length so that term k always sits at the same
+offset from step k of the answer (a tiny model then learns the copy in far fewer steps). The answer writes every step (``3 + 4 = 7 ;``) and ends with ``#### 8``.
 Two things make parallel commitment costly for a good model, as feasibility §7 measured:
 each step needs the previous step's result (4-8 dependent steps), and every step has several
 equally valid written forms (``a + b = c``, ``b + a = c``, ``c = a + b``), drawn at random in
@@ -22,10 +23,12 @@ OPERATORS = ("+", "-")
 ANSWER_MARK = "####"
 STEP_END = ";"
 QUESTION_END = "?"
+FILLER = "."
+PROMPT_TOKENS = 2 * MAX_STEPS + 2
 EVAL_SEED = 20261123
 EVAL_SIZE = 1000
 WORDS = (*[str(digit) for digit in range(MODULUS)], *OPERATORS, "=", STEP_END, ANSWER_MARK,
-         QUESTION_END)
+         QUESTION_END, FILLER)
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,8 @@ class Problem:
 
     def prompt(self) -> str:
         terms = " ".join(f"{operator} {operand}" for operator, operand in self.steps)
-        return f"{self.start} {terms} {QUESTION_END}"
+        fill = " ".join([FILLER] * (PROMPT_TOKENS - 2 - 2 * len(self.steps)))
+        return f"{self.start} {terms} {QUESTION_END} {fill}".strip()
 
     def solution(self, rng: random.Random | None = None) -> str:
         """The worked answer; with `rng`, each step takes one of its valid forms at random."""

@@ -1,0 +1,5 @@
+"""`python -m d3cli` runs the `d3` command line."""
+
+from .cli import app
+
+app()
