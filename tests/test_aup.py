@@ -375,6 +375,24 @@ def test_results_jsonl_round_trip(tmp_path):
     }
 
 
+def test_other_options_split_a_method_into_curves_along_the_threshold(tmp_path):
+    records = [
+        record("multiblock", {"cache": cache, "threshold": threshold}, tokens, 10, True)
+        for cache, tokens in [("none", 20), ("delayed", 30)]
+        for threshold in (0.3, 0.5)
+    ]
+    results = tmp_path / "results.jsonl"
+    write_results(results, records)
+    outcome = runner.invoke(app, ["aup", str(results), "--skip-first", "0", "--format", "json"])
+    assert outcome.exit_code == 0, outcome.output
+    curves = {c["method"]: c for c in json.loads(outcome.stdout)["curves"]}
+    assert set(curves) == {'multiblock [cache="none"]', 'multiblock [cache="delayed"]'}
+    assert [p["config"]["threshold"] for p in curves['multiblock [cache="none"]']["points"]] == [
+        0.3,
+        0.5,
+    ]
+
+
 def test_skip_first_defaults_to_ten(tmp_path):
     records = [record("vanilla", {}, 999, 1, False)] * 10
     records += [record("vanilla", {}, 3, 2, True), record("vanilla", {}, 5, 2, True)]

@@ -2,9 +2,11 @@
 
 The metric is `algorithms.md` §4.1. Inputs are result JSON lines written by `d3 decode`
 (one record per sample) and summary tables of published points (YAML or CSV rows
-`task, method, tpf, accuracy`). A curve is one method on one task in one input file; each
-of its points is one (TPF, accuracy) pair: a summary row, or one (task, method, config)
-group of result records.
+`task, method, tpf, accuracy`). A curve is one method on one task in one input file, with one
+setting of every option except the swept ones (`SWEPT_OPTIONS`, the threshold); each of its
+points is one (TPF, accuracy) pair: a summary row, or one (task, method, config) group of
+result records. A method run with two settings of another option (say `cache`) gives two
+curves, named `method [option=value]`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ SCALES = ("percent", "fraction")
 FORMATS = ("table", "json", "csv")
 RESULT_FIELDS = ("task", "method", "config", "gen_tokens", "forwards", "correct")
 SUMMARY_FIELDS = ("task", "method", "tpf", "accuracy")
+SWEPT_OPTIONS = ("threshold",)  # config keys that move a point along its method's curve
 PANEL_SIZE_PX = (400, 350)  # one plot panel, width x height
 PANELS_PER_ROW = 3
 PLOT_DPI = 100
@@ -196,7 +199,7 @@ def _result_curves(path: Path, text: str, skip_first: int) -> list[Curve]:
         group.correct += correct
     if not groups:
         raise AupInputError(f"{path}:1: empty file")
-    curves: dict[tuple[str, str], list[Point]] = {}
+    curves: dict[tuple[str, str, str], list[Point]] = {}
     for (task, method, config), group in groups.items():
         where = f"{path}:{group.line}: {method} on {task} with config {config}"
         if group.samples == 0:
@@ -208,8 +211,28 @@ def _result_curves(path: Path, text: str, skip_first: int) -> list[Curve]:
             raise AupInputError(f"{where}: TPF is {tpf:g} (no generated tokens); must be > 0")
         accuracy = 100.0 * group.correct / group.samples
         point = Point(tpf, accuracy, config=config, samples=group.samples, line=group.line)
-        curves.setdefault((task, method), []).append(point)
-    return [Curve(str(path), task, method, tuple(pts)) for (task, method), pts in curves.items()]
+        curves.setdefault((task, method, _fixed_options(config)), []).append(point)
+    settings: dict[tuple[str, str], list[str]] = {}
+    for task, method, fixed in curves:
+        settings.setdefault((task, method), []).append(fixed)
+    return [
+        Curve(str(path), task, _curve_name(method, fixed, settings[task, method]), tuple(points))
+        for (task, method, fixed), points in curves.items()
+    ]
+
+
+def _fixed_options(config: str) -> str:
+    """The config without its swept options: what stays the same along one curve."""
+    options = {key: value for key, value in json.loads(config).items() if key not in SWEPT_OPTIONS}
+    return json.dumps(options, sort_keys=True, separators=(",", ":"))
+
+
+def _curve_name(method: str, fixed: str, all_fixed: list[str]) -> str:
+    """`method`, or `method [key=value ...]` with the options that tell its curves apart."""
+    if len(all_fixed) == 1:
+        return method
+    labels = _config_labels_of([json.loads(setting) for setting in all_fixed])
+    return f"{method} [{labels[all_fixed.index(fixed)]}]"
 
 
 def _yaml_rows(path: Path, text: str) -> list[tuple[int, dict]]:
@@ -589,7 +612,11 @@ def _number_text(values: Mapping[str, float | None], task: str) -> str:
 
 def _config_labels(points: Sequence[Point]) -> list[str]:
     """`key=value` for the config keys that differ between a curve's points."""
-    configs = [json.loads(point.config) if point.config else {} for point in points]
+    return _config_labels_of([json.loads(point.config) if point.config else {} for point in points])
+
+
+def _config_labels_of(configs: Sequence[dict]) -> list[str]:
+    """`key=value` for the keys whose values differ between `configs`."""
     keys = sorted({key for config in configs for key in config})
     varying = [key for key in keys if len({json.dumps(c.get(key)) for c in configs}) > 1]
     return [
