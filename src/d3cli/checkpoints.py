@@ -97,6 +97,16 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedMo
     return LoadedModel(name, model, tokenizer, spec_for(model, tokenizer))
 
 
+def encode_prompt(loaded: LoadedModel, prompt: str) -> list[int]:
+    """Prompt token ids: through the chat template when the spec asks for it, else plain."""
+    tokenizer = loaded.tokenizer
+    if loaded.spec.use_chat_template:
+        messages = [{"role": "user", "content": prompt}]
+        return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                  tokenize=True, return_dict=False))
+    return tokenizer(prompt, add_special_tokens=False).input_ids
+
+
 def pick_device(device: str) -> str:
     """`auto` → cuda when available, else cpu; anything else is passed through."""
     if device == "auto":

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .canvas import first_stop, left_pad
-from .checkpoints import LoadedModel, ModelSpec
+from .checkpoints import LoadedModel, ModelSpec, encode_prompt
 from .tasks import Example, Task
 
 
@@ -207,8 +207,7 @@ def decode_examples(loaded: LoadedModel, task: Task, examples: Sequence[Example]
     strategy, spec, tokenizer = STRATEGIES[method], loaded.spec, loaded.tokenizer
     config = method_config(method, options)
     for batch in batches(examples, batch_size):
-        prompts = [tokenizer(example.prompt, add_special_tokens=False).input_ids
-                   for example in batch]
+        prompts = [encode_prompt(loaded, example.prompt) for example in batch]
         started = time.perf_counter()
         state = DecodeState.start(prompts, spec, options.gen_length, loaded.device)
         strategy(loaded.model, state, spec, options)
