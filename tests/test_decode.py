@@ -4,22 +4,41 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import pytest
 from typer.testing import CliRunner
 
+from d3cli.checkpoints import resolve_model_path
 from d3cli.cli import app
-from d3cli.decode import DecodeOptions, decode_examples
+from d3cli.decode import DecodeOptions
+from d3cli.runner import decode_examples
+from d3cli.tasks import Example
 
 RESULT_FIELDS = {"task", "method", "model", "id", "config", "gen_tokens", "forwards", "tpf",
-                 "seconds", "correct", "output"}
+                 "seconds", "correct", "output", "env"}
+METHOD_SETTINGS = [
+    ("vanilla", {}),
+    ("vanilla", {"steps": 32}),
+    ("threshold", {"threshold": 0.7}),
+    ("threshold", {"threshold": 0.7, "cache": "prefix"}),
+    ("threshold", {"threshold": 0.7, "cache": "dual"}),
+    ("entropy", {"threshold": 0.5}),
+    ("multiblock", {"threshold": 0.5, "blocks": 4}),
+    ("multiblock", {"threshold": 0.5, "cache": "delayed", "cache_delay": 1,
+                    "refresh_interval": 3}),
+]
 
 
-def run(teacher, arith, method: str, count: int = 16, batch_size: int = 16, **changes):
+def run(teacher, arith, method: str, examples=None, batch_size: int = 16, **changes):
     options = dataclasses.replace(DecodeOptions(gen_length=arith.gen_length,
                                                 block_size=teacher.spec.block_size), **changes)
-    return list(decode_examples(teacher, arith, arith.eval_examples(count), method, options,
-                                batch_size))
+    examples = arith.eval_examples(16) if examples is None else examples
+    return list(decode_examples(teacher, arith, examples, method, options, batch_size))
+
+
+def tokens_and_forwards(results) -> list[tuple[str, int]]:
+    return [(r.output, r.forwards) for r in results]
 
 
 def test_vanilla_with_steps_equal_to_length_commits_one_token_per_forward(teacher, arith):
@@ -30,14 +49,34 @@ def test_vanilla_with_steps_equal_to_length_commits_one_token_per_forward(teache
 
 @pytest.mark.parametrize("steps", [32, 48])
 def test_vanilla_uses_exactly_the_requested_steps(teacher, arith, steps):
-    assert {r.forwards for r in run(teacher, arith, "vanilla", count=4, steps=steps)} == {steps}
+    results = run(teacher, arith, "vanilla", arith.eval_examples(4), steps=steps)
+    assert {r.forwards for r in results} == {steps}
 
 
 def test_threshold_above_one_equals_one_token_per_step(teacher, arith):
     vanilla = run(teacher, arith, "vanilla")
     strict = run(teacher, arith, "threshold", threshold=1.01)
-    assert [r.output for r in strict] == [r.output for r in vanilla]
-    assert [r.forwards for r in strict] == [r.forwards for r in vanilla]
+    assert tokens_and_forwards(strict) == tokens_and_forwards(vanilla)
+
+
+def test_single_block_multiblock_equals_entropy(teacher, arith):
+    entropy = run(teacher, arith, "entropy", threshold=0.5)
+    single = run(teacher, arith, "multiblock", threshold=0.5, blocks=1, block_add_threshold=1.0,
+                 decoded_token_threshold=1.0, early_stop=False)
+    assert tokens_and_forwards(single) == tokens_and_forwards(entropy)
+
+
+def test_delayed_cache_refreshed_every_forward_equals_no_cache(teacher, arith):
+    plain = run(teacher, arith, "multiblock", threshold=0.5)
+    cached = run(teacher, arith, "multiblock", threshold=0.5, cache="delayed", cache_delay=1,
+                 refresh_interval=1)
+    assert tokens_and_forwards(cached) == tokens_and_forwards(plain)
+
+
+def test_multiblock_opens_several_blocks_and_saves_forwards(teacher, arith):
+    single = run(teacher, arith, "multiblock", threshold=0.5, blocks=1)
+    several = run(teacher, arith, "multiblock", threshold=0.5, blocks=4)
+    assert sum(r.forwards for r in several) < sum(r.forwards for r in single)
 
 
 def test_lower_threshold_uses_fewer_forwards(teacher, arith):
@@ -47,51 +86,127 @@ def test_lower_threshold_uses_fewer_forwards(teacher, arith):
     assert all(r.forwards >= arith.gen_length // teacher.spec.block_size for r in eager)
 
 
-def test_batching_does_not_change_the_output(teacher, arith):
-    batched = run(teacher, arith, "threshold", count=12, batch_size=12, threshold=0.7)
-    single = run(teacher, arith, "threshold", count=12, batch_size=1, threshold=0.7)
-    assert [r.output for r in batched] == [r.output for r in single]
-    assert [r.forwards for r in batched] == [r.forwards for r in single]
+def ragged_examples(arith, count: int = 8) -> list[Example]:
+    """Eval prompts with the filler cut from every other one, so lengths differ."""
+    examples = arith.eval_examples(count)
+    return [dataclasses.replace(e, prompt=e.prompt.replace(" .", "")) if i % 2 else e
+            for i, e in enumerate(examples)]
+
+
+@pytest.mark.parametrize("method,settings", METHOD_SETTINGS,
+                         ids=[f"{m}-{'-'.join(map(str, s.values()))}" for m, s in METHOD_SETTINGS])
+def test_batch_of_ragged_prompts_equals_one_by_one(teacher, arith, method, settings):
+    examples = ragged_examples(arith)
+    assert len({len(e.prompt.split()) for e in examples}) > 1
+    batched = run(teacher, arith, method, examples, batch_size=8, **settings)
+    single = run(teacher, arith, method, examples, batch_size=1, **settings)
+    assert tokens_and_forwards(batched) == tokens_and_forwards(single)
 
 
 def test_sampling_is_reproducible_per_seed(teacher, arith):
-    first = run(teacher, arith, "vanilla", count=8, temperature=1.0, seed=3)
-    again = run(teacher, arith, "vanilla", count=8, temperature=1.0, seed=3)
-    greedy = run(teacher, arith, "vanilla", count=8)
+    examples = arith.eval_examples(8)
+    first = run(teacher, arith, "vanilla", examples, temperature=1.0, seed=3)
+    again = run(teacher, arith, "vanilla", examples, temperature=1.0, seed=3)
+    greedy = run(teacher, arith, "vanilla", examples)
     assert [r.output for r in first] == [r.output for r in again]
     assert [r.output for r in first] != [r.output for r in greedy]
 
 
+def test_accounting_of_tokens_forwards_and_correctness(teacher, arith):
+    examples = arith.eval_examples(8)
+    for example, result in zip(examples, run(teacher, arith, "multiblock", examples),
+                               strict=True):
+        ids = teacher.tokenizer(result.output, add_special_tokens=False).input_ids
+        assert result.gen_tokens == len(ids)  # the word-level tokenizer round-trips
+        assert teacher.spec.stop_token_ids[0] not in ids
+        assert result.tpf == pytest.approx(result.gen_tokens / result.forwards)
+        last = result.output.split()[-1] if result.output else None
+        assert result.correct == ("####" in result.output.split()[-2:-1]
+                                  and last == example.answer)
+        assert 0 < result.seconds < 600
+
+
 def test_shipped_teacher_is_accurate_one_token_per_forward(teacher, arith):
-    results = run(teacher, arith, "vanilla", count=100, batch_size=100)
+    results = run(teacher, arith, "vanilla", arith.eval_examples(100), batch_size=100)
     accuracy = sum(r.correct for r in results) / len(results)
     assert accuracy >= 0.85, accuracy
 
 
+def invoke(*arguments: str):
+    return CliRunner().invoke(app, ["decode", *arguments])
+
+
 def test_decode_cli_writes_the_result_contract(tmp_path):
     out = tmp_path / "results.jsonl"
-    result = CliRunner().invoke(app, ["decode", "--limit", "4", "--method", "vanilla",
-                                      "--method", "threshold", "--out", str(out)])
+    result = invoke("--limit", "4", "--method", "vanilla", "--method", "multiblock", "--out",
+                    str(out))
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["method"] for r in records] == ["vanilla"] * 4 + ["threshold"] * 4
+    assert [r["method"] for r in records] == ["vanilla"] * 4 + ["multiblock"] * 4
     for record in records:
         assert set(record) == RESULT_FIELDS
         assert record["model"] == "arith-teacher" and record["task"] == "arith"
         assert record["tpf"] == pytest.approx(record["gen_tokens"] / record["forwards"])
-    assert records[4]["config"]["threshold"] == 0.9 and "steps" in records[0]["config"]
+        assert {"d3", "torch", "transformers", "device", "dtype", "seed",
+                "batch_size"} <= set(record["env"])
+    assert records[4]["config"]["threshold"] == 0.5 and records[0]["config"]["steps"] == 64
+
+
+def test_decode_cli_resumes_without_duplicates(tmp_path):
+    out = tmp_path / "results.jsonl"
+    assert invoke("--limit", "3", "--method", "entropy", "--out", str(out)).exit_code == 0
+    with out.open("a") as handle:
+        handle.write('{"task": "arith", "method": "entr')  # a line cut by kill -9
+    assert invoke("--limit", "6", "--method", "entropy", "--out", str(out)).exit_code == 0
+    records = [json.loads(line) for line in out.read_text().splitlines() if line.endswith("}")]
+    assert [r["id"] for r in records] == [f"arith-{i}" for i in range(6)]
+
+
+def test_decode_cli_reads_a_prompts_file(tmp_path, arith):
+    prompts = tmp_path / "prompts.jsonl"
+    example = arith.eval_examples(1)[0]
+    prompts.write_text(json.dumps({"id": "mine", "prompt": example.prompt,
+                                   "answer": example.answer}) + "\n"
+                       + json.dumps({"prompt": "3 + 4 ?"}) + "\n")
+    out = tmp_path / "results.jsonl"
+    result = invoke("--prompts", str(prompts), "--method", "vanilla", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in records] == ["mine", "prompts-2"]
+    assert isinstance(records[0]["correct"], bool) and records[1]["correct"] is None
+
+
+def model_without_mask_token(tmp_path):
+    folder = tmp_path / "no-mask"
+    shutil.copytree(resolve_model_path("arith-teacher"), folder)
+    for name in ("tokenizer_config.json", "config.json"):
+        settings = json.loads((folder / name).read_text())
+        settings.pop("mask_token", None)
+        settings["mask_token_id"] = None
+        (folder / name).write_text(json.dumps(settings))
+    return folder
 
 
 @pytest.mark.parametrize("arguments,message", [
     (["--method", "fastest"], "unknown method 'fastest'"),
+    (["--method", "threshold", "--cache-delay", "2"], "--cache-delay is not an option of"),
+    (["--method", "threshold", "--cache", "delayed"], "--cache delayed does not apply"),
+    (["--blocks", "0"], "--blocks must be at least 1"),
     (["--model", "no/such-model-here"], "could not fetch"),
     (["--model", "./missing-folder"], "neither an embedded model"),
     (["--task", "gsm9k"], "unknown task 'gsm9k'"),
+    (["--prompts", "BAD_PROMPTS"], "bad.jsonl:2: malformed JSON"),
+    (["--model", "NO_MASK"], "has no mask token"),
 ])
 def test_decode_cli_bad_input_is_one_line(tmp_path, arguments, message, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    result = CliRunner().invoke(app, ["decode", "--limit", "1", "--out",
-                                      str(tmp_path / "r.jsonl"), *arguments])
-    assert result.exit_code == 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "1 + 2 ?"}\n{"prompt": \n')
+    replacements = {"BAD_PROMPTS": str(bad), "NO_MASK": None}
+    if "NO_MASK" in arguments:
+        replacements["NO_MASK"] = str(model_without_mask_token(tmp_path))
+    arguments = [replacements.get(a, a) for a in arguments]
+    result = invoke("--limit", "1", "--out", str(tmp_path / "r.jsonl"), *arguments)
+    assert result.exit_code == 2, result.output
     assert message in result.output and result.output.strip().count("\n") == 0
-    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output

@@ -40,7 +40,7 @@ def test_worked_answers_are_consistent_in_every_form(arith):
         assert len(prompt.split()) == 18
         value = int(tokens[0])
         steps = answer.split(" ; ")
-        for (operator, operand), step in zip(zip(tokens[1::2], tokens[2::2]), steps,
+        for (operator, operand), step in zip(zip(tokens[1::2], tokens[2::2], strict=True), steps,
                                              strict=False):
             words = step.split()
             expected = (value + int(operand) if operator == "+" else value - int(operand)) % 10

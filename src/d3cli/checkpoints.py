@@ -1,21 +1,31 @@
-"""Resolving `--model` (embedded name, local folder, hub id) and the `ModelSpec` decoders read."""
+"""Resolving `--model` (embedded name, local folder, hub id) and the `ModelSpec` decoders read.
+
+d3's own folders load with `D3Model.from_pretrained`; LLaDA and Dream folders (and students
+saved in their formats) are mapped onto `D3Model` by their `families.Family`: the model is
+built on the meta device and filled from the safetensors shards, never through remote code.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+import transformers
+from safetensors import safe_open
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers.utils.hub import get_checkpoint_shard_files
 
-from .model import D3Model
+from .families import D3, Family, ModelLoadError, detect_family, token_facts_family
+from .model import D3Config, D3Model
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL = "arith-teacher"
-
-
-class ModelLoadError(ValueError):
-    """A model name or folder that cannot be loaded; the message says why."""
+# What a hub snapshot needs: configs, weights, tokenizer files; never remote code or .bin copies.
+HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +38,8 @@ class ModelSpec:
     block_size: int
     logit_shift: bool = False
     use_chat_template: bool = False
+    commit_lowest_entropy: bool = True  # §3.1 step 9: LLaDA always commits the best (A7)
+    strict_entropy_threshold: bool = False  # Dream selects H < γ, LLaDA H ≤ γ (A7)
 
 
 @dataclass
@@ -65,25 +77,154 @@ def resolve_model_path(name: str) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(name))
+        return Path(snapshot_download(name, allow_patterns=HUB_FILES))
     except Exception as error:  # the hub client raises many kinds; report them all the same way
-        raise ModelLoadError(f"could not fetch {name!r} from the hub: {error}") from error
+        reason = " ".join(str(error).split())  # hub errors span lines; errors here are one
+        raise ModelLoadError(f"could not fetch {name!r} from the hub: {reason}") from error
 
 
-def spec_for(model: D3Model, tokenizer: PreTrainedTokenizerBase) -> ModelSpec:
-    """Read mask, stop and pad ids from the tokenizer (falling back to the config)."""
-    mask_id = tokenizer.mask_token_id
+def agreed_token_id(where: str, what: str,
+                    sources: Iterable[tuple[str, int | None]]) -> int | None:
+    """The one id that every source naming a token gives; an error when they disagree."""
+    found = {source: value for source, value in sources if value is not None}
+    if len(set(found.values())) > 1:
+        given = ", ".join(f"{source} says {value}" for source, value in found.items())
+        raise ModelLoadError(f"{where}: conflicting {what} token ids ({given})")
+    return next(iter(found.values()), None)
+
+
+def as_ids(value: Any) -> list[int]:
+    """config.json writes token ids as an int, a list of ints, or null."""
+    if value is None:
+        return []
+    return [int(item) for item in value] if isinstance(value, (list, tuple)) else [int(value)]
+
+
+def spec_for(model: D3Model, tokenizer: PreTrainedTokenizerBase, family: Family = D3) -> ModelSpec:
+    """Token facts from the tokenizer and config.json (which must agree), plus family facts."""
+    config, where = model.config, model.name_or_path
+    vocab = tokenizer.get_vocab()
+    mask_id = agreed_token_id(where, "mask", [
+        ("the tokenizer", tokenizer.mask_token_id),
+        ("config.json", config.mask_token_id),
+        (f"the vocabulary's {family.mask_token}", vocab.get(family.mask_token or "")),
+    ])
     if mask_id is None:
-        mask_id = model.config.mask_token_id
-    if mask_id is None:
-        raise ModelLoadError(f"{model.name_or_path}: the tokenizer has no mask token")
-    if tokenizer.eos_token_id is None:
-        raise ModelLoadError(f"{model.name_or_path}: the tokenizer has no EOS token")
-    pad_id = tokenizer.pad_token_id
-    if pad_id is None:
-        pad_id = tokenizer.eos_token_id
-    return ModelSpec(mask_token_id=mask_id, stop_token_ids=(tokenizer.eos_token_id,),
-                     pad_token_id=pad_id, block_size=model.config.block_size)
+        raise ModelLoadError(f"{where}: the tokenizer has no mask token "
+                             "and config.json no mask_token_id")
+    if not 0 <= mask_id < config.vocab_size:
+        raise ModelLoadError(f"{where}: mask token id {mask_id} is outside the model's "
+                             f"vocabulary of {config.vocab_size}")
+    eos_ids = as_ids(tokenizer.eos_token_id) + as_ids(config.eos_token_id)
+    if not eos_ids:
+        raise ModelLoadError(f"{where}: the tokenizer has no EOS token "
+                             "and config.json no eos_token_id")
+    end_of_turn = [vocab[token] for token in family.end_of_turn_tokens if token in vocab]
+    stop_ids = tuple(dict.fromkeys(eos_ids + end_of_turn))
+    pad_id = next((value for value in (tokenizer.pad_token_id, config.pad_token_id)
+                   if value is not None), eos_ids[0])
+    return ModelSpec(
+        mask_token_id=mask_id, stop_token_ids=stop_ids, pad_token_id=pad_id,
+        block_size=config.block_size, logit_shift=family.logit_shift,
+        use_chat_template=family.chat_template and tokenizer.chat_template is not None,
+        commit_lowest_entropy=family.commit_lowest_entropy,
+        strict_entropy_threshold=family.strict_entropy_threshold)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"{path}: unreadable ({error})") from error
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The folder's safetensors files: the shards its index names, or model.safetensors."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards, _ = get_checkpoint_shard_files(str(folder), str(index))
+        except (OSError, ValueError, KeyError) as error:
+            raise ModelLoadError(f"{index}: unusable shard index ({error})") from error
+        absent = [Path(shard).name for shard in shards if not Path(shard).is_file()]
+        if absent:
+            raise ModelLoadError(f"{index}: names shard {absent[0]}, which is not in the folder")
+        return [Path(shard) for shard in shards]
+    if (folder / "model.safetensors").is_file():
+        return [folder / "model.safetensors"]
+    raise ModelLoadError(f"{folder}: no safetensors weights "
+                         "(model.safetensors or model.safetensors.index.json)")
+
+
+def read_mapped_weights(folder: Path, family: Family, device: torch.device,
+                        dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Every tensor of the folder under d3's parameter name, on `device` in `dtype`."""
+    state: dict[str, torch.Tensor] = {}
+    unexpected: list[str] = []
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    for file in weight_files(folder):
+        try:
+            shard = safe_open(file, framework="pt", device=str(device))
+        except Exception as error:  # SafetensorError, OSError, ...: one message for all
+            raise ModelLoadError(f"{file}: unreadable safetensors file ({error})") from error
+        with shard:
+            for key in shard.keys():
+                target = family.rename(key)
+                if target is None:
+                    if not family.is_ignored(key):
+                        unexpected.append(key)
+                    continue
+                if target in state:
+                    raise ModelLoadError(f"{folder}: weight {key!r} appears twice")
+                state[target] = shard.get_tensor(key).to(dtype)
+    if unexpected:
+        raise ModelLoadError(f"{folder}: {len(unexpected)} weights do not fit the {family.name} "
+                             f"layout, e.g. {unexpected[0]!r}")
+    return state
+
+
+def load_mapped_model(folder: Path, family: Family, config: D3Config, device: torch.device,
+                      dtype: torch.dtype) -> D3Model:
+    """d3's model built on the meta device and filled with the folder's renamed weights."""
+    tied = config.tie_word_embeddings
+    config.tie_word_embeddings = False  # a tied head is loaded as a copy of the embedding
+    config.name_or_path = str(folder)
+    config.dtype = dtype
+    config.source_family = family.name  # kept by save_pretrained: see token_facts_family
+    with torch.device("meta"):
+        model = D3Model(config)
+    expected = model.state_dict()
+    state = read_mapped_weights(folder, family, device, dtype)
+    if tied and "lm_head.weight" not in state and "embed_tokens.weight" in state:
+        state["lm_head.weight"] = state["embed_tokens.weight"].clone()
+    missing = sorted(expected.keys() - state.keys(), key=natural_order)
+    if missing:
+        raise ModelLoadError(f"{folder}: the {family.name} weights lack {missing[0]} "
+                             f"(d3's name; {len(missing)} missing in all)")
+    for name in sorted(state, key=natural_order):
+        tensor = state[name]
+        if tensor.shape != expected[name].shape:
+            raise ModelLoadError(f"{folder}: weight for {name} has shape {tuple(tensor.shape)}, "
+                                 f"config.json implies {tuple(expected[name].shape)}")
+    model.load_state_dict(state, strict=True, assign=True)
+    return model
+
+
+def natural_order(name: str) -> tuple:
+    """Sort key that puts layers.2 before layers.10."""
+    return tuple(int(part) if part.isdigit() else -1 for part in name.split(".")), name
+
+
+def load_tokenizer(folder: Path, family: Family) -> PreTrainedTokenizerBase:
+    """The family's built-in tokenizer class (never a folder's remote code); d3: AutoTokenizer."""
+    try:
+        if family.tokenizer_class:
+            return getattr(transformers, family.tokenizer_class).from_pretrained(folder)
+        return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    except Exception as error:  # tokenizer loading raises many kinds; report them alike
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(f"{folder}: cannot load the tokenizer ({reason})") from error
 
 
 def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedModel:
@@ -92,15 +233,39 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedMo
     torch_device = torch.device(pick_device(device))
     if dtype == "auto":
         dtype = "bfloat16" if torch_device.type == "cuda" else "float32"
-    model = D3Model.from_pretrained(path, dtype=getattr(torch, dtype)).to(torch_device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    return LoadedModel(name, model, tokenizer, spec_for(model, tokenizer))
+    torch_dtype = getattr(torch, dtype, None)
+    if not isinstance(torch_dtype, torch.dtype):
+        raise ModelLoadError(f"unknown dtype {dtype!r} (float32, bfloat16, float16 or auto)")
+    raw = read_json(path / "config.json")
+    family = detect_family(raw, path)
+    if family.build_config is None:
+        model = D3Model.from_pretrained(path, dtype=torch_dtype).to(torch_device)
+    else:
+        config = family.build_config(raw, path)
+        model = load_mapped_model(path, family, config, torch_device, torch_dtype)
+    facts = token_facts_family(raw, family)
+    tokenizer = load_tokenizer(path, facts)
+    return LoadedModel(name, model.eval(), tokenizer, spec_for(model, tokenizer, facts))
+
+
+def template_markers(tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    """The special tokens the chat template writes around a user turn (e.g. <|im_start|>)."""
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "\x00"}],
+                                             add_generation_prompt=True, tokenize=False)
+    specials = {token.content for token in tokenizer.added_tokens_decoder.values()}
+    return [token for token in specials | set(tokenizer.all_special_tokens)
+            if token and token in rendered]
 
 
 def encode_prompt(loaded: LoadedModel, prompt: str) -> list[int]:
-    """Prompt token ids: through the chat template when the spec asks for it, else plain."""
+    """Prompt token ids: through the chat template when the spec asks for it, else plain.
+
+    A prompt that already carries the template's markers (a templated dataset question) is
+    tokenized as it is, so the template is applied at most once (A1).
+    """
     tokenizer = loaded.tokenizer
-    if loaded.spec.use_chat_template:
+    if loaded.spec.use_chat_template and not any(
+            marker in prompt for marker in template_markers(tokenizer)):
         messages = [{"role": "user", "content": prompt}]
         return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True,
                                                   tokenize=True, return_dict=False))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -25,6 +26,9 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 @app.callback()
 def main() -> None:
     """d3: make diffusion LLMs decode many tokens per forward without losing accuracy."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # d3 draws its own progress
 
 
 def fail(message: str) -> typer.Exit:
@@ -54,6 +58,8 @@ def pretrain(
     layers: Annotated[int, typer.Option()] = 4,
     heads: Annotated[int, typer.Option()] = 6,
     block_size: Annotated[int, typer.Option(help="Default decoding block of the model.")] = 16,
+    learned_positions: Annotated[bool, typer.Option(
+        help="Add learned absolute position embeddings to RoPE.")] = True,
     seed: Annotated[int, typer.Option()] = 0,
     save_every: Annotated[int, typer.Option(help="Checkpoint interval (steps).")] = 500,
     eval_every: Annotated[int, typer.Option(help="Eval + export interval (steps).")] = 2000,
@@ -68,7 +74,7 @@ def pretrain(
         task=task, batch_size=batch_size, learning_rate=learning_rate,
         warmup_steps=warmup_steps, ema_decay=ema_decay, hidden_size=hidden_size,
         intermediate_size=intermediate_size, num_layers=layers, num_heads=heads,
-        block_size=block_size, seed=seed)
+        block_size=block_size, learned_positions=learned_positions, seed=seed)
     schedule = RunSchedule(steps=steps, save_every=save_every, eval_every=eval_every,
                            eval_prompts=eval_prompts, device=pick_device(device))
     try:
@@ -96,63 +102,107 @@ def pretrain(
 @app.command()
 def decode(
     model: Annotated[str, typer.Option(help="Embedded name, local folder or hub id.")] = "",
-    task: Annotated[str, typer.Option(help="Task whose eval prompts are decoded.")] = "arith",
+    task: Annotated[str, typer.Option(help="Task: its eval prompts and its scorer.")] = "arith",
+    prompts: Annotated[Path | None, typer.Option(
+        help="JSON lines with 'prompt' (and optional 'id', 'answer') instead of the task's "
+             "eval prompts; scored with the task's scorer where an answer is given.")] = None,
     method: Annotated[
-        list[str], typer.Option(help="Decoding strategy; repeat to compare.")
-    ] = ["vanilla"],  # noqa: B006 (typer needs a literal default; never mutated)
+        list[str], typer.Option(help="Strategy: vanilla, threshold, entropy, multiblock; "
+                                     "repeat to compare on the same prompts.")
+    ] = ["multiblock"],  # noqa: B006 (typer needs a literal default; never mutated)
     limit: Annotated[int | None, typer.Option(help="Decode only the first N prompts.")] = None,
-    steps: Annotated[int | None, typer.Option(help="vanilla: forwards (default gen length).")
-                     ] = None,
-    threshold: Annotated[float, typer.Option(help="threshold: confidence τ.")] = 0.9,
+    threshold: Annotated[float | None, typer.Option(
+        help="τ for threshold (default 0.9); γ for entropy and multiblock (default 0.5).")] = None,
+    blocks: Annotated[int | None, typer.Option(
+        help="multiblock: most blocks decoding at once (default: no limit).")] = None,
     block_size: Annotated[int | None, typer.Option(help="Default: the model's.")] = None,
+    block_add_threshold: Annotated[float | None, typer.Option(
+        help="multiblock: open the next block at this progress (default 0.1).")] = None,
+    decoded_token_threshold: Annotated[float | None, typer.Option(
+        help="multiblock: fully activate a block at this predecessor progress (0.95).")] = None,
+    early_stop: Annotated[bool | None, typer.Option(
+        "--early-stop/--no-early-stop", help="multiblock: fill after the first EOS (on).")] = None,
+    cache: Annotated[str | None, typer.Option(
+        help="threshold: none|prefix|dual; multiblock: none|delayed (default none).")] = None,
+    cache_delay: Annotated[int | None, typer.Option(
+        help="multiblock delayed cache: forwards a finished block waits (default 2).")] = None,
+    refresh_interval: Annotated[int | None, typer.Option(
+        help="multiblock delayed cache: full refresh every N forwards (default never).")] = None,
+    steps: Annotated[int | None, typer.Option(
+        help="vanilla: forwards over the canvas (default: its length).")] = None,
     gen_length: Annotated[int | None, typer.Option(help="Default: the task's.")] = None,
     temperature: Annotated[float, typer.Option()] = 0.0,
-    batch_size: Annotated[int, typer.Option()] = 64,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
     device: Annotated[str, typer.Option(help="cpu, cuda, or auto.")] = "auto",
     dtype: Annotated[str, typer.Option(help="float32, bfloat16, or auto.")] = "auto",
     seed: Annotated[int, typer.Option()] = 0,
-    out: Annotated[Path, typer.Option(help="Result JSON lines (appended).")] = Path(
+    out: Annotated[Path, typer.Option(
+        help="Result JSON lines; appended, and a rerun skips ids already there.")] = Path(
         "results.jsonl"),
 ) -> None:
-    """Decode a task's held-out prompts and write one JSON line per sample."""
+    """Decode prompts with one or more strategies; one JSON line per sample, then a summary."""
     from .checkpoints import DEFAULT_MODEL, ModelLoadError, load_model
-    from .decode import STRATEGIES, DecodeOptions, decode_examples, write_results
+    from .decode import METHOD_OPTIONS, DecodeOptions, method_config, options_for, validate
+    from .runner import PromptsFileError, decode_examples, done_ids, load_prompts, write_results
     from .tasks import get_task
 
-    unknown = [name for name in method if name not in STRATEGIES]
-    if unknown:
-        raise fail(f"unknown method {unknown[0]!r}; known: {', '.join(STRATEGIES)}")
+    given = {"threshold": threshold, "blocks": blocks,
+             "block_add_threshold": block_add_threshold,
+             "decoded_token_threshold": decoded_token_threshold, "early_stop": early_stop,
+             "cache": cache, "cache_delay": cache_delay, "refresh_interval": refresh_interval,
+             "steps": steps}
+    given = {name: value for name, value in given.items() if value is not None}
     try:
+        unknown = [name for name in method if name not in METHOD_OPTIONS]
+        if unknown:
+            raise ValueError(f"unknown method {unknown[0]!r}; known: {', '.join(METHOD_OPTIONS)}")
+        for name in given:
+            if not any(name in METHOD_OPTIONS[m] for m in method):
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag} is not an option of {', '.join(method)}")
         chosen_task = get_task(task)
+        examples = load_prompts(prompts) if prompts else chosen_task.eval_examples()
         loaded = load_model(model or DEFAULT_MODEL, device, dtype)
-    except (ModelLoadError, ValueError) as error:
+        options = DecodeOptions(gen_length=gen_length or chosen_task.gen_length,
+                                block_size=block_size or loaded.spec.block_size,
+                                temperature=temperature, seed=seed, **given)
+        for name in method:
+            validate(name, options_for(name, options))
+    except (ModelLoadError, PromptsFileError, ValueError) as error:
         raise fail(str(error)) from None
-    options = DecodeOptions(gen_length=gen_length or chosen_task.gen_length,
-                            block_size=block_size or loaded.spec.block_size, steps=steps,
-                            threshold=threshold, temperature=temperature, seed=seed)
-    examples = chosen_task.eval_examples(limit)
+    examples = examples[:limit]
     summary = Table("method", "accuracy %", "TPF", "tokens/s", "forwards", "seconds",
                     title=f"{loaded.name} on {chosen_task.name} ({len(examples)} prompts)")
     with progress_bar("accuracy") as bar:
         for name in method:
-            job = bar.add_task(name, total=len(examples), accuracy="")
-            results = []
-            try:
-                stream = decode_examples(loaded, chosen_task, examples, name, options, batch_size)
-                for result in write_results(stream, out):
-                    results.append(result)
-                    correct = sum(r.correct for r in results)
-                    bar.update(job, advance=1, accuracy=f"acc {100 * correct / len(results):.1f}%")
-            except ValueError as error:
-                raise fail(str(error)) from None
-            tokens = sum(r.gen_tokens for r in results)
-            forwards = sum(r.forwards for r in results)
-            seconds = sum(r.seconds for r in results)
-            summary.add_row(name, f"{100 * sum(r.correct for r in results) / len(results):.1f}",
-                            f"{tokens / forwards:.2f}", f"{tokens / seconds:.0f}",
-                            f"{forwards / len(results):.1f}", f"{seconds:.1f}")
+            method_options = options_for(name, options)
+            skip = done_ids(out, loaded.name, chosen_task.name, name,
+                            method_config(name, method_options))
+            todo = [example for example in examples if example.id not in skip]
+            job = bar.add_task(name, total=len(examples), completed=len(examples) - len(todo),
+                               accuracy="")
+            results, started = [], time.perf_counter()
+            stream = decode_examples(loaded, chosen_task, todo, name, method_options, batch_size)
+            for result in write_results(stream, out):
+                results.append(result)
+                scored = [r.correct for r in results if r.correct is not None]
+                accuracy = f"acc {100 * sum(scored) / len(scored):.1f}%" if scored else ""
+                bar.update(job, advance=1, accuracy=accuracy)
+            if results:
+                summary.add_row(name, *summary_numbers(results, time.perf_counter() - started))
     Console().print(summary)
-    console.print(f"wrote {out}")
+    console.print(f"wrote {out}" + (f" (skipped {len(examples) - len(todo)} already there)"
+                                    if len(todo) < len(examples) else ""))
+
+
+def summary_numbers(results: list, seconds: float) -> tuple[str, ...]:
+    """Accuracy, TPF, tokens/s (over the wall time), forwards per sample, wall seconds."""
+    scored = [r.correct for r in results if r.correct is not None]
+    tokens = sum(r.gen_tokens for r in results)
+    forwards = sum(r.forwards for r in results)
+    accuracy = f"{100 * sum(scored) / len(scored):.1f}" if scored else "-"
+    return (accuracy, f"{tokens / forwards:.2f}", f"{tokens / seconds:.0f}",
+            f"{forwards / len(results):.1f}", f"{seconds:.1f}")
 
 
 @app.command()

@@ -10,7 +10,9 @@ q/k/v bias, so LLaDA (OLMo-style) and Dream (Qwen2-style) checkpoints map onto i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +39,7 @@ class D3Config(PretrainedConfig):
         attention_bias: bool = False,
         initializer_range: float = 0.02,
         mask_token_id: int | None = None,
+        learned_positions: int = 0,
         block_size: int = 32,
         **kwargs,
     ) -> None:
@@ -52,6 +55,7 @@ class D3Config(PretrainedConfig):
         self.attention_bias = attention_bias
         self.initializer_range = initializer_range
         self.mask_token_id = mask_token_id
+        self.learned_positions = learned_positions
         self.block_size = block_size
         kwargs.setdefault("tie_word_embeddings", False)
         super().__init__(**kwargs)
@@ -84,8 +88,34 @@ class KVCache:
         return self.keys[0].shape[2]
 
     def select_rows(self, rows: Tensor) -> KVCache:
-        """The cache of a subset of the batch rows (e.g. the rows still decoding)."""
+        """A copy holding a subset of the batch rows."""
         return KVCache([key[rows] for key in self.keys], [value[rows] for value in self.values])
+
+    def assign_rows(self, rows: Tensor, part: KVCache) -> None:
+        """Write back a `select_rows` copy after it was updated."""
+        for mine, theirs in zip(self.keys + self.values, part.keys + part.values, strict=True):
+            mine[rows] = theirs
+
+    def write(self, layer: int, key: Tensor, value: Tensor, positions: Tensor,
+              keep_cached: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Store a window's K/V [batch, heads, width, dim] at `positions` ([width] or
+        [batch, width]) and return the whole layer's K/V to attend to. Where `keep_cached`
+        [batch, width] is True the slot keeps its cached K/V (the window's is discarded)."""
+        keys, values = self.keys[layer], self.values[layer]
+        key, value = key.to(keys.dtype), value.to(values.dtype)
+        if positions.dim() == 1 and keep_cached is None:
+            keys.index_copy_(2, positions, key)
+            values.index_copy_(2, positions, value)
+            return keys, values
+        batch, heads, width, dim = key.shape
+        index = positions.expand(batch, width)[:, None, :, None].expand(batch, heads, width, dim)
+        if keep_cached is not None:
+            keep = keep_cached[:, None, :, None]
+            key = torch.where(keep, keys.gather(2, index), key)
+            value = torch.where(keep, values.gather(2, index), value)
+        keys.scatter_(2, index, key)
+        values.scatter_(2, index, value)
+        return keys, values
 
 
 def rotate_half(x: Tensor) -> Tensor:
@@ -108,8 +138,10 @@ class RotaryEmbedding(nn.Module):
     def forward(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         exponents = torch.arange(0, self.head_dim, 2, device=positions.device) / self.head_dim
         inv_freq = 1.0 / self.theta ** exponents.double()
-        angles = positions.double()[:, None] * inv_freq[None, :]
+        angles = positions.double()[..., None] * inv_freq
         angles = torch.cat((angles, angles), dim=-1)
+        if angles.dim() == 3:  # per-row positions: broadcast over heads
+            angles = angles[:, None]
         return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
@@ -125,8 +157,8 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, kv_dim, bias=config.attention_bias)
         self.o_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
 
-    def forward(self, hidden: Tensor, rope: tuple[Tensor, Tensor], positions: Tensor,
-                layer_cache: tuple[Tensor, Tensor] | None, key_mask: Tensor | None) -> Tensor:
+    def forward(self, hidden: Tensor, rope: tuple[Tensor, Tensor], key_mask: Tensor | None,
+                cache_write: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None) -> Tensor:
         batch, width, _ = hidden.shape
         query = self.q_proj(hidden).view(batch, width, self.num_heads, self.head_dim)
         key = self.k_proj(hidden).view(batch, width, self.num_kv_heads, self.head_dim)
@@ -135,11 +167,8 @@ class Attention(nn.Module):
         cos, sin = rope
         query = query * cos + rotate_half(query) * sin
         key = key * cos + rotate_half(key) * sin
-        if layer_cache is not None:
-            cached_keys, cached_values = layer_cache
-            cached_keys.index_copy_(2, positions, key.to(cached_keys.dtype))
-            cached_values.index_copy_(2, positions, value.to(cached_values.dtype))
-            key, value = cached_keys, cached_values
+        if cache_write is not None:
+            key, value = cache_write(key, value)
         attended = F.scaled_dot_product_attention(
             query, key, value, attn_mask=key_mask,
             enable_gqa=self.num_kv_heads != self.num_heads)
@@ -165,11 +194,20 @@ class Block(nn.Module):
         self.mlp_norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.mlp = SwiGLU(config)
 
-    def forward(self, hidden: Tensor, rope: tuple[Tensor, Tensor], positions: Tensor,
-                layer_cache: tuple[Tensor, Tensor] | None, key_mask: Tensor | None) -> Tensor:
-        hidden = hidden + self.attention(self.attention_norm(hidden), rope, positions,
-                                         layer_cache, key_mask)
+    def forward(self, hidden: Tensor, rope: tuple[Tensor, Tensor], key_mask: Tensor | None,
+                cache_write: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None) -> Tensor:
+        hidden = hidden + self.attention(self.attention_norm(hidden), rope, key_mask,
+                                         cache_write)
         return hidden + self.mlp(self.mlp_norm(hidden))
+
+
+def content_positions(positions: Tensor, attention_mask: Tensor | None) -> Tensor:
+    """Positions counted from each row's first visible token (rows are only left-padded), so
+    learned position embeddings see a prompt at the same place whatever its padding."""
+    if attention_mask is None:
+        return positions
+    padding = (~attention_mask.bool()).sum(1, keepdim=True)
+    return (positions - padding).clamp_min(0)
 
 
 class D3Model(PreTrainedModel):
@@ -183,6 +221,10 @@ class D3Model(PreTrainedModel):
     def __init__(self, config: D3Config) -> None:
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        # Optional learned absolute positions on top of RoPE (0 = none, as in LLaDA and Dream):
+        # a tiny model learns position-addressed copies far faster with them.
+        self.embed_positions = (nn.Embedding(config.learned_positions, config.hidden_size)
+                                if config.learned_positions else None)
         self.layers = nn.ModuleList(Block(config) for _ in range(config.num_hidden_layers))
         self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
@@ -198,22 +240,27 @@ class D3Model(PreTrainedModel):
             nn.init.ones_(module.weight)
 
     def forward(self, input_ids: Tensor, positions: Tensor | None = None,
-                cache: KVCache | None = None, attention_mask: Tensor | None = None) -> Tensor:
-        """Logits for the window `input_ids` [batch, width] at absolute `positions` [width].
+                cache: KVCache | None = None, attention_mask: Tensor | None = None,
+                keep_cached: Tensor | None = None) -> Tensor:
+        """Logits for the window `input_ids` [batch, width] at absolute `positions`.
 
+        `positions` is [width] (shared by the rows) or [batch, width]; default 0..width-1.
         `attention_mask` [batch, keys] (True = visible) hides padding; its key axis is the
-        whole cached sequence when a cache is given, else the window. Positions default to
-        0..width-1.
+        whole cached sequence when a cache is given, else the window. With a cache, the
+        window's K/V overwrite their slots except where `keep_cached` [batch, width] is True.
         """
         width = input_ids.shape[1]
         if positions is None:
             positions = torch.arange(width, device=input_ids.device)
         hidden = self.embed_tokens(input_ids)
+        if self.embed_positions is not None:
+            hidden = hidden + self.embed_positions(content_positions(positions, attention_mask))
         rope = self.rotary(positions, hidden.dtype)
         key_mask = None if attention_mask is None else attention_mask[:, None, None, :].bool()
         for index, layer in enumerate(self.layers):
-            layer_cache = None if cache is None else (cache.keys[index], cache.values[index])
-            hidden = layer(hidden, rope, positions, layer_cache, key_mask)
+            cache_write = None if cache is None else partial(
+                cache.write, index, positions=positions, keep_cached=keep_cached)
+            hidden = layer(hidden, rope, key_mask, cache_write)
         return self.lm_head(self.norm(hidden))
 
 

@@ -22,8 +22,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .canvas import eos_padded, left_pad
 from .checkpoints import LoadedModel, spec_for
-from .decode import DecodeOptions, decode_examples
+from .decode import DecodeOptions
 from .model import D3Config, D3Model
+from .runner import decode_examples
 from .tasks import get_task
 from .tokenization import build_word_tokenizer
 
@@ -48,6 +49,7 @@ class PretrainConfig:
     num_layers: int = 4
     num_heads: int = 6
     block_size: int = 16
+    learned_positions: bool = True
     seed: int = 0
 
 
@@ -99,7 +101,8 @@ class Pretrainer:
             intermediate_size=config.intermediate_size, num_hidden_layers=config.num_layers,
             num_attention_heads=config.num_heads, block_size=config.block_size,
             mask_token_id=self.tokenizer.mask_token_id, eos_token_id=self.tokenizer.eos_token_id,
-            pad_token_id=self.tokenizer.pad_token_id, max_position_embeddings=512)
+            pad_token_id=self.tokenizer.pad_token_id, max_position_embeddings=512,
+            learned_positions=512 if config.learned_positions else 0)
         torch.manual_seed(config.seed)
         self.model = D3Model(model_config).to(self.device)
         self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))

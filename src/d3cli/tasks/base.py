@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -12,7 +12,10 @@ class Example:
 
     id: str
     prompt: str
-    answer: str
+    answer: str | None  # None: no reference answer (prompts files), so no score
+    # What scoring needs beyond the answer (tests, entry point, ...); read-only by convention,
+    # and left out of the hash so examples stay usable as dict keys.
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
 class Task(Protocol):

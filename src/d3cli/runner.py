@@ -1,0 +1,144 @@
+"""Running a strategy over prompts: batching, scoring, result records, resume."""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import transformers
+
+from . import __version__
+from .canvas import first_stop
+from .checkpoints import LoadedModel, encode_prompt
+from .decode import STRATEGIES, DecodeOptions, DecodeState, method_config, validate
+from .tasks import Example, Task
+
+
+class PromptsFileError(ValueError):
+    """A prompts file line that cannot be used; the message names file and line."""
+
+
+@dataclass
+class SampleResult:
+    """One result record: the contract of architecture.md plus the run's environment."""
+
+    task: str
+    method: str
+    model: str
+    id: str
+    config: dict
+    gen_tokens: int
+    forwards: int
+    tpf: float
+    seconds: float
+    correct: bool | None
+    output: str
+    env: dict
+
+
+def environment(loaded: LoadedModel, options: DecodeOptions, batch_size: int) -> dict:
+    """What is needed to reproduce a result line."""
+    device = loaded.device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    return {"d3": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "device": name or device.type, "dtype": str(loaded.model.dtype).removeprefix("torch."),
+            "seed": options.seed, "batch_size": batch_size}
+
+
+def batches(items: Sequence[Example], size: int) -> Iterator[Sequence[Example]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+@torch.no_grad()
+def decode_examples(loaded: LoadedModel, task: Task, examples: Sequence[Example], method: str,
+                    options: DecodeOptions, batch_size: int = 64) -> Iterator[SampleResult]:
+    """Decode `examples` with `method` in batches; yields one scored result per example.
+
+    `gen_tokens` counts the answer before the first stop token (EOS padding is not counted,
+    §4.2, A3); `forwards` the model calls that included the row; `seconds` the wall time from
+    the batch's start until the row had no mask left.
+    """
+    validate(method, options)
+    strategy, spec, tokenizer = STRATEGIES[method], loaded.spec, loaded.tokenizer
+    config, env = method_config(method, options), environment(loaded, options, batch_size)
+    for batch in batches(examples, batch_size):
+        prompts = [encode_prompt(loaded, example.prompt) for example in batch]
+        state = DecodeState.start(prompts, spec, options.gen_length, loaded.device)
+        strategy(loaded.model, state, spec, options)
+        state.active_rows(spec)  # stamps the finish time of the last rows
+        rows = zip(batch, state.generation.tolist(), state.forwards.tolist(),
+                   state.seconds.tolist(), strict=True)
+        for example, tokens, forwards, seconds in rows:
+            answer = tokens[:first_stop(tokens, spec.stop_token_ids)]
+            output = tokenizer.decode(answer, skip_special_tokens=True)
+            correct = task.score(example, output) if example.answer is not None else None
+            yield SampleResult(task.name, method, loaded.name, example.id, config, len(answer),
+                               forwards, len(answer) / forwards, seconds, correct, output, env)
+
+
+def done_ids(path: Path, model: str, task: str, method: str, config: dict) -> set[str]:
+    """Ids already decoded into `path` by the same model, task, method and config (resume)."""
+    if not path.is_file():
+        return set()
+    done = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill is decoded again
+        if (record.get("model"), record.get("task"), record.get("method"),
+                record.get("config")) == (model, task, method, config):
+            done.add(record.get("id"))
+    return done
+
+
+def write_results(results: Iterable[SampleResult], path: Path) -> Iterator[SampleResult]:
+    """Append each result to `path` as one JSON line (flushed at once), passing it on."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("ab") as raw:
+        if raw.tell() and not _ends_with_newline(path):
+            raw.write(b"\n")  # end a line cut by a kill, so the next record stays whole
+    with path.open("a", encoding="utf-8") as handle:
+        for result in results:
+            handle.write(json.dumps(asdict(result)) + "\n")
+            handle.flush()
+            yield result
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as handle:
+        handle.seek(-1, 2)
+        return handle.read(1) == b"\n"
+
+
+def load_prompts(path: Path) -> list[Example]:
+    """Prompts from a JSON-lines file: `prompt` (required), `id` and `answer` (optional)."""
+    examples, seen = [], set()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise PromptsFileError(f"{path}: cannot read: {error}") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise PromptsFileError(f"{path}:{number}: malformed JSON: {error.msg}") from None
+        if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
+            raise PromptsFileError(f"{path}:{number}: expected an object with a 'prompt' string")
+        example_id = str(record.get("id", f"{path.stem}-{number}"))
+        if example_id in seen:
+            raise PromptsFileError(f"{path}:{number}: duplicate id {example_id!r}")
+        seen.add(example_id)
+        answer = record.get("answer")
+        examples.append(Example(example_id, record["prompt"],
+                                None if answer is None else str(answer)))
+    if not examples:
+        raise PromptsFileError(f"{path}:1: no prompts")
+    return examples

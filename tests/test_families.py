@@ -1,0 +1,723 @@
+"""LLaDA and Dream folders in their real formats load onto d3's model without remote code.
+
+Each test writes a tiny random checkpoint the way the hub repos lay it out (config.json with
+the real keys, the real parameter names with scaled-down shapes, two safetensors shards plus
+model.safetensors.index.json, a tokenizer with the family's special tokens and chat template,
+and remote-code files that raise if anything imports them), then compares d3's forward with
+an independent implementation: §6.1's equations for LLaDA, transformers' Qwen2 run with a
+bidirectional mask for Dream (algorithms.md §6.1, §6.2).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import split_torch_state_dict_into_shards
+from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from d3cli.checkpoints import ModelLoadError, encode_prompt, load_model
+from d3cli.families import D3, LLADA, detect_family
+
+CORPUS = [
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips "
+    "in May. How many clips did Natalia sell altogether in April and May?",
+    "Natalia sold 48/2 = 24 clips in May. Natalia sold 48+24 = 72 clips altogether. #### 72",
+    "Let's think step by step. The answer is \\boxed{72}.",
+    "def add(a, b):\n    return a + b\n",
+]
+RAISING_CODE = 'raise RuntimeError("remote code must never run")\n'
+LLADA_SPECIALS = [
+    "<|startoftext|>",
+    "<|endoftext|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "<|mdm_mask|>",
+]
+DREAM_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|mask|>"]
+# LLaDA-8B-Instruct's template shape: BOS, then Llama-3 style headers (§6.1).
+LLADA_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}<|start_header_id|>{{ message['role'] }}"
+    "<|end_header_id|>\n\n{{ message['content'] | trim }}<|eot_id|>{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+# Qwen2.5's template shape with its default system turn (§6.2), without the tool branches.
+DREAM_TEMPLATE = (
+    "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant."
+    "<|im_end|>\n{% endif %}{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tensors are tiny; one thread keeps the shared machine free."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def byte_level_bpe() -> Tokenizer:
+    """A small byte-level BPE (the tokenizer kind both families use) trained on CORPUS."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tokenizer.train_from_iterator(CORPUS, trainer)
+    return tokenizer
+
+
+def added_tokens(tokens: list[str], first_id: int) -> dict[str, dict]:
+    return {
+        str(first_id + index): {
+            "content": token,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": True,
+        }
+        for index, token in enumerate(tokens)
+    }
+
+
+def save_two_shards(weights: dict[str, torch.Tensor], folder: Path) -> None:
+    """Two safetensors shards and their index, named as save_pretrained names them."""
+    total = sum(tensor.numel() * tensor.element_size() for tensor in weights.values())
+    limit = total // 2
+    split = split_torch_state_dict_into_shards(weights, max_shard_size=limit)
+    while len(split.filename_to_tensors) > 2:
+        limit += total // 20
+        split = split_torch_state_dict_into_shards(weights, max_shard_size=limit)
+    assert len(split.filename_to_tensors) == 2
+    for filename, names in split.filename_to_tensors.items():
+        save_file(
+            {name: weights[name].contiguous() for name in names},
+            folder / filename,
+            metadata={"format": "pt"},
+        )
+    index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+
+
+def write_json(path: Path, content: dict) -> None:
+    path.write_text(json.dumps(content, indent=2))
+
+
+def random_weights(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, torch.Tensor]:
+    """Norm weights near 1, everything else small, so a wrong mapping changes the logits."""
+    generator = torch.Generator().manual_seed(seed)
+    weights = {}
+    for name, shape in shapes.items():
+        if "norm" in name or name.endswith(("ln_f.weight",)):
+            weights[name] = 1 + 0.2 * torch.randn(shape, generator=generator)
+        else:
+            weights[name] = 0.2 * torch.randn(shape, generator=generator)
+    return weights
+
+
+def llada_shapes(config: dict) -> dict[str, tuple[int, ...]]:
+    d, ff, vocab = config["d_model"], config["mlp_hidden_size"], config["embedding_size"]
+    kv = d // config["n_heads"] * config["n_kv_heads"]
+    shapes = {"model.transformer.wte.weight": (vocab, d), "model.transformer.ln_f.weight": (d,)}
+    if not config["weight_tying"]:
+        shapes["model.transformer.ff_out.weight"] = (vocab, d)
+    for layer in range(config["n_layers"]):
+        prefix = f"model.transformer.blocks.{layer}."
+        shapes |= {
+            prefix + "attn_norm.weight": (d,),
+            prefix + "q_proj.weight": (d, d),
+            prefix + "k_proj.weight": (kv, d),
+            prefix + "v_proj.weight": (kv, d),
+            prefix + "attn_out.weight": (d, d),
+            prefix + "ff_norm.weight": (d,),
+            prefix + "ff_proj.weight": (ff, d),
+            prefix + "up_proj.weight": (ff, d),
+            prefix + "ff_out.weight": (d, ff),
+        }
+    return shapes
+
+
+def write_llada(folder: Path, weight_tying: bool = False, n_kv_heads: int = 4) -> dict:
+    """A LLaDA-8B-Instruct folder at toy size; returns the raw weights."""
+    folder.mkdir(parents=True, exist_ok=True)
+    bpe = byte_level_bpe()
+    first_special = bpe.get_vocab_size()
+    bpe.add_special_tokens(LLADA_SPECIALS)
+    bpe.save(str(folder / "tokenizer.json"))
+    ids = {token: first_special + index for index, token in enumerate(LLADA_SPECIALS)}
+    config = {
+        "activation_type": "silu",
+        "alibi": False,
+        "alibi_bias_max": 8.0,
+        "architectures": ["LLaDAModelLM"],
+        "attention_dropout": 0.0,
+        "attention_layer_norm": False,
+        "attention_layer_norm_with_affine": True,
+        "auto_map": {
+            "AutoConfig": "configuration_llada.LLaDAConfig",
+            "AutoModelForCausalLM": "modeling_llada.LLaDAModelLM",
+            "AutoModel": "modeling_llada.LLaDAModelLM",
+        },
+        "bias_for_layer_norm": False,
+        "block_group_size": 1,
+        "block_type": "llama",
+        "d_model": 32,
+        "embedding_dropout": 0.0,
+        "embedding_size": 320,
+        "eos_token_id": ids["<|endoftext|>"],
+        "flash_attention": False,
+        "include_bias": False,
+        "include_qkv_bias": False,
+        "init_cutoff_factor": None,
+        "init_device": "meta",
+        "init_fn": "mitchell",
+        "init_std": 0.02,
+        "input_emb_norm": False,
+        "layer_norm_type": "rms",
+        "layer_norm_with_affine": True,
+        "mask_token_id": ids["<|mdm_mask|>"],
+        "max_sequence_length": 4096,
+        "mlp_hidden_size": 48,
+        "mlp_ratio": 4,
+        "model_type": "llada",
+        "multi_query_attention": None,
+        "n_heads": 4,
+        "n_kv_heads": n_kv_heads,
+        "n_layers": 2,
+        "pad_token_id": ids["<|endoftext|>"],
+        "precision": "amp_bf16",
+        "residual_dropout": 0.0,
+        "rms_norm_eps": 1e-05,
+        "rope": True,
+        "rope_full_precision": True,
+        "rope_theta": 500000.0,
+        "scale_logits": False,
+        "torch_dtype": "bfloat16",
+        "transformers_version": "4.46.3",
+        "use_cache": False,
+        "vocab_size": 320,
+        "weight_tying": weight_tying,
+    }
+    write_json(folder / "config.json", config)
+    write_json(
+        folder / "tokenizer_config.json",
+        {
+            "added_tokens_decoder": added_tokens(LLADA_SPECIALS, first_special),
+            "bos_token": "<|startoftext|>",
+            "chat_template": LLADA_TEMPLATE,
+            "clean_up_tokenization_spaces": False,
+            "eos_token": "<|endoftext|>",
+            "model_max_length": 1000000000000000019884624838656,
+            "pad_token": "<|endoftext|>",
+            "tokenizer_class": "PreTrainedTokenizerFast",
+        },
+    )
+    write_json(
+        folder / "special_tokens_map.json",
+        {
+            "bos_token": "<|startoftext|>",
+            "eos_token": "<|endoftext|>",
+            "pad_token": "<|endoftext|>",
+        },
+    )
+    for name in ("configuration_llada.py", "modeling_llada.py"):
+        (folder / name).write_text(RAISING_CODE)
+    weights = random_weights(llada_shapes(config), seed=1)
+    save_two_shards(weights, folder)
+    return weights
+
+
+def dream_shapes(config: dict) -> dict[str, tuple[int, ...]]:
+    d, ff, vocab = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
+    kv = d // config["num_attention_heads"] * config["num_key_value_heads"]
+    shapes = {
+        "model.embed_tokens.weight": (vocab, d),
+        "model.norm.weight": (d,),
+        "lm_head.weight": (vocab, d),
+    }
+    for layer in range(config["num_hidden_layers"]):
+        prefix = f"model.layers.{layer}."
+        shapes |= {
+            prefix + "input_layernorm.weight": (d,),
+            prefix + "self_attn.q_proj.weight": (d, d),
+            prefix + "self_attn.q_proj.bias": (d,),
+            prefix + "self_attn.k_proj.weight": (kv, d),
+            prefix + "self_attn.k_proj.bias": (kv,),
+            prefix + "self_attn.v_proj.weight": (kv, d),
+            prefix + "self_attn.v_proj.bias": (kv,),
+            prefix + "self_attn.o_proj.weight": (d, d),
+            prefix + "post_attention_layernorm.weight": (d,),
+            prefix + "mlp.gate_proj.weight": (ff, d),
+            prefix + "mlp.up_proj.weight": (ff, d),
+            prefix + "mlp.down_proj.weight": (d, ff),
+        }
+    return shapes
+
+
+def write_dream(folder: Path) -> dict:
+    """A Dream-v0-Instruct-7B folder at toy size (GQA 4:2, q/k/v bias); returns the weights."""
+    folder.mkdir(parents=True, exist_ok=True)
+    bpe = byte_level_bpe()
+    bpe.model.save(str(folder))  # vocab.json + merges.txt, as Dream's slow tokenizer reads them
+    first_special = bpe.get_vocab_size()
+    ids = {token: first_special + index for index, token in enumerate(DREAM_SPECIALS)}
+    config = {
+        "architectures": ["DreamModel"],
+        "attention_dropout": 0.0,
+        "auto_map": {
+            "AutoConfig": "configuration_dream.DreamConfig",
+            "AutoModel": "modeling_dream.DreamModel",
+        },
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|endoftext|>"],
+        "hidden_act": "silu",
+        "hidden_size": 32,
+        "initializer_range": 0.02,
+        "intermediate_size": 48,
+        "mask_token_id": ids["<|mask|>"],
+        "max_position_embeddings": 131072,
+        "max_window_layers": 28,
+        "model_type": "Dream",
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+        "num_key_value_heads": 2,
+        "pad_token_id": ids["<|endoftext|>"],
+        "rms_norm_eps": 1e-06,
+        "rope_scaling": None,
+        "rope_theta": 1000000.0,
+        "sliding_window": None,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+        "transformers_version": "4.46.2",
+        "use_cache": False,
+        "use_sliding_window": False,
+        "vocab_size": 320,
+    }
+    write_json(folder / "config.json", config)
+    write_json(
+        folder / "tokenizer_config.json",
+        {
+            "add_prefix_space": False,
+            "added_tokens_decoder": added_tokens(DREAM_SPECIALS, first_special),
+            "additional_special_tokens": ["<|im_start|>", "<|im_end|>"],
+            "auto_map": {"AutoTokenizer": ["tokenization_dream.DreamTokenizer", None]},
+            "bos_token": None,
+            "chat_template": DREAM_TEMPLATE,
+            "clean_up_tokenization_spaces": False,
+            "eos_token": "<|endoftext|>",
+            "errors": "replace",
+            "mask_token": "<|mask|>",
+            "model_max_length": 131072,
+            "pad_token": "<|endoftext|>",
+            "split_special_tokens": False,
+            "tokenizer_class": "DreamTokenizer",
+            "unk_token": None,
+        },
+    )
+    write_json(
+        folder / "special_tokens_map.json",
+        {
+            "additional_special_tokens": ["<|im_start|>", "<|im_end|>"],
+            "eos_token": "<|endoftext|>",
+            "mask_token": "<|mask|>",
+            "pad_token": "<|endoftext|>",
+        },
+    )
+    for name in ("configuration_dream.py", "modeling_dream.py", "tokenization_dream.py"):
+        (folder / name).write_text(RAISING_CODE)
+    weights = random_weights(dream_shapes(config), seed=2)
+    save_two_shards(weights, folder)
+    return weights
+
+
+@pytest.fixture(scope="module")
+def llada_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("LLaDA-8B-Instruct")
+    write_llada(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def dream_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("Dream-v0-Instruct-7B")
+    write_dream(folder)
+    return folder
+
+
+def read_shards(folder: Path) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors under their own names, straight from the files."""
+    weight_map = json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]
+    weights = {}
+    for shard in sorted(set(weight_map.values())):
+        weights |= load_file(folder / shard)
+    return weights
+
+
+def sample_ids(vocab: int, length: int = 11, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, vocab, (2, length), generator=torch.Generator().manual_seed(seed))
+
+
+# --- LLaDA: an independent forward written from §6.1 -------------------------------------
+
+
+def reference_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    normed = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps)
+    return normed.to(x.dtype) * weight
+
+
+def reference_rope(x: torch.Tensor, theta: float) -> torch.Tensor:
+    """x [batch, heads, length, head_dim]; half-split rotation at absolute positions 0..L-1."""
+    head_dim, length = x.shape[-1], x.shape[-2]
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    freqs = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)
+    angles = torch.cat([freqs, freqs], dim=-1)
+    first, second = x.float().chunk(2, dim=-1)
+    rotated = torch.cat([-second, first], dim=-1)
+    return (x.float() * angles.cos() + rotated * angles.sin()).to(x.dtype)
+
+
+def llada_reference_logits(weights: dict, config: dict, ids: torch.Tensor) -> torch.Tensor:
+    """§6.1: pre-norm blocks, bidirectional attention, SwiGLU, untied (or tied) head."""
+    heads, kv_heads, eps = config["n_heads"], config["n_kv_heads"], config["rms_norm_eps"]
+    batch, length = ids.shape
+    x = weights["model.transformer.wte.weight"][ids]
+    head_dim = x.shape[-1] // heads
+
+    def split(t: torch.Tensor, count: int) -> torch.Tensor:
+        return t.view(batch, length, count, head_dim).transpose(1, 2)
+
+    for layer in range(config["n_layers"]):
+        w = {
+            name.split(f"blocks.{layer}.")[1]: tensor
+            for name, tensor in weights.items()
+            if f"blocks.{layer}." in name
+        }
+        n = reference_rms_norm(x, w["attn_norm.weight"], eps)
+        q = reference_rope(split(n @ w["q_proj.weight"].T, heads), config["rope_theta"])
+        k = reference_rope(split(n @ w["k_proj.weight"].T, kv_heads), config["rope_theta"])
+        v = split(n @ w["v_proj.weight"].T, kv_heads)
+        k = k.repeat_interleave(heads // kv_heads, dim=1)
+        v = v.repeat_interleave(heads // kv_heads, dim=1)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(head_dim)  # no mask: every key visible
+        attended = (scores.softmax(-1) @ v).transpose(1, 2).reshape(batch, length, -1)
+        h = x + attended @ w["attn_out.weight"].T
+        m = reference_rms_norm(h, w["ff_norm.weight"], eps)
+        gate, up = m @ w["ff_proj.weight"].T, m @ w["up_proj.weight"].T
+        x = h + (torch.nn.functional.silu(gate) * up) @ w["ff_out.weight"].T
+    head = weights.get("model.transformer.ff_out.weight", weights["model.transformer.wte.weight"])
+    return reference_rms_norm(x, weights["model.transformer.ln_f.weight"], eps) @ head.T
+
+
+@torch.no_grad()
+def test_llada_folder_forward_matches_the_spec_equations(llada_folder):
+    loaded = load_model(str(llada_folder), device="cpu", dtype="float32")
+    config = json.loads((llada_folder / "config.json").read_text())
+    ids = sample_ids(config["embedding_size"])
+    expected = llada_reference_logits(read_shards(llada_folder), config, ids)
+    actual = loaded.model(ids)
+    assert actual.shape == (2, ids.shape[1], config["embedding_size"])
+    assert (actual - expected).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("variant", [{"weight_tying": True}, {"n_kv_heads": 2}])
+@torch.no_grad()
+def test_llada_variants_tied_head_and_gqa_load(tmp_path, variant):
+    weights = write_llada(tmp_path, **variant)
+    config = json.loads((tmp_path / "config.json").read_text())
+    loaded = load_model(str(tmp_path), device="cpu", dtype="float32")
+    ids = sample_ids(config["embedding_size"], seed=3)
+    expected = llada_reference_logits(weights, config, ids)
+    assert (loaded.model(ids) - expected).abs().max().item() <= 1e-4
+
+
+def test_llada_spec_comes_from_config_and_tokenizer(llada_folder):
+    loaded = load_model(str(llada_folder), device="cpu", dtype="float32")
+    vocab, spec = loaded.tokenizer.get_vocab(), loaded.spec
+    assert (
+        detect_family(json.loads((llada_folder / "config.json").read_text()), llada_folder) is LLADA
+    )
+    assert spec.mask_token_id == vocab["<|mdm_mask|>"]
+    assert spec.stop_token_ids == (vocab["<|endoftext|>"], vocab["<|eot_id|>"])
+    assert spec.pad_token_id == vocab["<|endoftext|>"]
+    assert spec.block_size == 32 and not spec.logit_shift and spec.use_chat_template
+    assert spec.commit_lowest_entropy and not spec.strict_entropy_threshold  # A7
+    assert loaded.model.config.rope_theta == 500000.0
+
+
+# --- Dream: transformers' own Qwen2 with a bidirectional mask ------------------------------
+
+
+def qwen2_reference(folder: Path, attention: str = "eager"):
+    """transformers' Qwen2ForCausalLM holding the Dream folder's weights under their names."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    raw = json.loads((folder / "config.json").read_text())
+    config = Qwen2Config(
+        vocab_size=raw["vocab_size"],
+        hidden_size=raw["hidden_size"],
+        intermediate_size=raw["intermediate_size"],
+        num_hidden_layers=raw["num_hidden_layers"],
+        num_attention_heads=raw["num_attention_heads"],
+        num_key_value_heads=raw["num_key_value_heads"],
+        rms_norm_eps=raw["rms_norm_eps"],
+        rope_parameters={"rope_type": "default", "rope_theta": raw["rope_theta"]},
+        max_position_embeddings=raw["max_position_embeddings"],
+        tie_word_embeddings=False,
+        attn_implementation=attention,
+    )
+    model = Qwen2ForCausalLM(config).eval()
+    model.load_state_dict(read_shards(folder), strict=True)
+    return model
+
+
+def bidirectional_mask(ids: torch.Tensor) -> torch.Tensor:
+    """A ready 4-D additive mask with every key visible: transformers uses a 4-D mask as given
+    (no causal mask is built) and SDPA then runs with is_causal=False."""
+    batch, length = ids.shape
+    return torch.zeros(batch, 1, length, length)
+
+
+def shifted(logits: torch.Tensor) -> torch.Tensor:
+    """Dream's read-out (§6.2): the prediction for position j is output j-1; 0 keeps its own."""
+    return torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+@torch.no_grad()
+def test_qwen2_reference_with_the_mask_is_really_bidirectional(dream_folder, attention):
+    reference = qwen2_reference(dream_folder, attention)
+    ids = sample_ids(320)
+    changed = ids.clone()
+    changed[:, -1] = (changed[:, -1] + 1) % 320
+    causal = reference(ids).logits, reference(changed).logits
+    full = (
+        reference(ids, attention_mask=bidirectional_mask(ids)).logits,
+        reference(changed, attention_mask=bidirectional_mask(ids)).logits,
+    )
+    # Without the mask, Qwen2 is causal: the last token cannot reach earlier positions ...
+    torch.testing.assert_close(causal[0][:, :-1], causal[1][:, :-1])
+    # ... with it, the first position sees the last token.
+    assert (full[0][:, 0] - full[1][:, 0]).abs().max() > 1e-3
+
+
+@torch.no_grad()
+def test_dream_folder_forward_matches_transformers_qwen2(dream_folder):
+    loaded = load_model(str(dream_folder), device="cpu", dtype="float32")
+    reference = qwen2_reference(dream_folder)
+    ids = sample_ids(320, length=13)
+    expected = reference(ids, attention_mask=bidirectional_mask(ids)).logits
+    actual = loaded.model(ids)
+    assert loaded.spec.logit_shift
+    assert (shifted(actual) - shifted(expected)).abs().max().item() <= 1e-4
+    assert (actual - expected).abs().max().item() <= 1e-4
+
+
+def test_dream_spec_and_tokenizer_without_remote_code(dream_folder):
+    loaded = load_model(str(dream_folder), device="cpu", dtype="float32")
+    vocab, spec = loaded.tokenizer.get_vocab(), loaded.spec
+    # tokenization_dream.py raises on import: Qwen2's built-in BPE class stands in for it.
+    assert type(loaded.tokenizer).__name__ == "Qwen2Tokenizer"
+    assert spec.mask_token_id == vocab["<|mask|>"] == loaded.tokenizer.mask_token_id
+    assert spec.stop_token_ids == (vocab["<|endoftext|>"], vocab["<|im_end|>"])
+    assert spec.block_size == 32 and spec.logit_shift and spec.use_chat_template
+    assert not spec.commit_lowest_entropy and spec.strict_entropy_threshold  # A7
+    config = loaded.model.config
+    assert (config.num_key_value_heads, config.attention_bias) == (2, True)
+    text = "Natalia sold 48 clips"
+    assert loaded.tokenizer.decode(loaded.tokenizer(text).input_ids) == text
+
+
+def test_bfloat16_loading_keeps_every_weight_in_bf16(dream_folder):
+    loaded = load_model(str(dream_folder), device="cpu", dtype="bfloat16")
+    assert {parameter.dtype for parameter in loaded.model.parameters()} == {torch.bfloat16}
+    reference = read_shards(dream_folder)["model.layers.1.self_attn.k_proj.bias"]
+    assert torch.equal(loaded.model.layers[1].attention.k_proj.bias, reference.bfloat16())
+
+
+@torch.no_grad()
+def test_a_dream_model_saved_in_d3_format_keeps_its_family_facts(dream_folder, tmp_path):
+    loaded = load_model(str(dream_folder), device="cpu", dtype="float32")
+    loaded.model.save_pretrained(tmp_path)
+    loaded.tokenizer.save_pretrained(tmp_path)
+    again = load_model(str(tmp_path), device="cpu", dtype="float32")
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "d3dllm"
+    assert again.spec == loaded.spec  # logit shift, stop tokens, template, A7 flags
+    ids = sample_ids(320, seed=4)
+    torch.testing.assert_close(again.model(ids), loaded.model(ids))
+
+
+# --- prompts: the chat template at most once (A1) -------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["llada", "dream"])
+def test_chat_template_is_applied_at_most_once(family, llada_folder, dream_folder):
+    loaded = load_model(str(llada_folder if family == "llada" else dream_folder), device="cpu")
+    question = "Natalia sold 48 clips. How many?"
+    once = encode_prompt(loaded, question)
+    templated = loaded.tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
+    )
+    assert encode_prompt(loaded, templated) == once  # an already templated question
+    opener = "<|start_header_id|>" if family == "llada" else "<|im_start|>"
+    opener_id = loaded.tokenizer.convert_tokens_to_ids(opener)
+    assert once.count(opener_id) == (2 if family == "llada" else 3)  # user+assistant(+system)
+    plain = loaded.tokenizer(question, add_special_tokens=False).input_ids
+    windows = [once[start : start + len(plain)] for start in range(len(once))]
+    assert windows.count(plain) == 1  # the question sits inside the template, once
+
+
+def test_embedded_d3_model_loads_through_the_same_path(teacher):
+    config = json.loads((Path(teacher.model.name_or_path) / "config.json").read_text())
+    assert detect_family(config, Path(teacher.model.name_or_path)) is D3
+    assert teacher.spec.stop_token_ids == (teacher.tokenizer.eos_token_id,)
+    assert not teacher.spec.use_chat_template and not teacher.spec.logit_shift
+
+
+# --- bad folders: one-line errors -----------------------------------------------------------
+
+
+def edit_json(path: Path, **changes) -> None:
+    content = json.loads(path.read_text())
+    for key, value in changes.items():
+        if value is None:
+            content.pop(key, None)
+        else:
+            content[key] = value
+    write_json(path, content)
+
+
+def rename_weight(folder: Path, old: str, new: str) -> None:
+    index_path = folder / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    shard = index["weight_map"].pop(old)
+    tensors = load_file(folder / shard)
+    tensors[new] = tensors.pop(old)
+    save_file(tensors, folder / shard, metadata={"format": "pt"})
+    index["weight_map"][new] = shard
+    write_json(index_path, index)
+
+
+def break_unknown_family(folder: Path) -> None:
+    write_json(folder / "config.json", {"model_type": "bert", "hidden_size": 8})
+
+
+def break_missing_key(folder: Path) -> None:
+    edit_json(folder / "config.json", d_model=None)
+
+
+def break_unsupported_setting(folder: Path) -> None:
+    edit_json(folder / "config.json", alibi=True)
+
+
+def break_weight_name(folder: Path) -> None:
+    rename_weight(
+        folder,
+        "model.transformer.blocks.1.ff_out.weight",
+        "model.transformer.blocks.1.mlp_out.weight",
+    )
+
+
+def break_shape(folder: Path) -> None:
+    edit_json(folder / "config.json", mlp_hidden_size=40)
+
+
+def break_missing_shard(folder: Path) -> None:
+    next(folder.glob("model-00002-of-00002.safetensors")).unlink()
+
+
+def break_corrupt_shard(folder: Path) -> None:
+    (folder / "model-00001-of-00002.safetensors").write_bytes(b"not safetensors")
+
+
+def break_no_weights(folder: Path) -> None:
+    for path in folder.glob("model*.safetensors*"):
+        path.unlink()
+
+
+def break_mask_token(folder: Path) -> None:
+    edit_json(folder / "config.json", mask_token_id=None)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        text = (folder / name).read_text().replace("<|mdm_mask|>", "<|reserved_0|>")
+        (folder / name).write_text(text)
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        (
+            break_unknown_family,
+            r"not a LLaDA, Dream or d3 checkpoint .*config keys: hidden_size, "
+            r"model_type",
+        ),
+        (break_missing_key, r"LLaDA config.json lacks 'd_model'"),
+        (break_unsupported_setting, r"unsupported LLaDA setting alibi=True"),
+        (
+            break_weight_name,
+            r"do not fit the LLaDA layout, e.g. 'model.transformer.blocks.1.mlp_out",
+        ),
+        (break_shape, r"layers.0.mlp.\w+_proj.weight has shape \(\d+, \d+\), config.json implies"),
+        (break_missing_shard, r"names shard model-00002-of-00002.safetensors, which is not in"),
+        (break_corrupt_shard, r"model-00001-of-00002.safetensors: unreadable safetensors file"),
+        (break_no_weights, r"no safetensors weights"),
+        (break_mask_token, r"no mask token"),
+    ],
+)
+def test_bad_folder_gives_a_one_line_error(tmp_path, breakage, message):
+    write_llada(tmp_path)
+    breakage(tmp_path)
+    with pytest.raises(ModelLoadError, match=message) as error:
+        load_model(str(tmp_path), device="cpu")
+    assert "\n" not in str(error.value)
+
+
+# --- every decoding method runs on both tiny models -------------------------------------------
+
+
+def decoding_methods() -> list[tuple[str, str]]:
+    """Every registered strategy with each of its cache modes."""
+    from d3cli.decode import CACHE_MODES, STRATEGIES
+
+    return [
+        (method, cache)
+        for method in sorted(STRATEGIES)
+        for cache in CACHE_MODES.get(method, ("none",))
+    ]
+
+
+@pytest.mark.parametrize(("method", "cache"), decoding_methods())
+@pytest.mark.parametrize("family", ["llada", "dream"])
+def test_every_decoding_method_runs_on_both_families(
+    family, method, cache, llada_folder, dream_folder, tmp_path
+):
+    from d3cli.decode import DecodeOptions
+    from d3cli.runner import decode_examples
+    from d3cli.tasks.gsm8k import Gsm8kTask
+
+    questions = [
+        "Natalia sold 48 clips. How many?",
+        "Natalia sold 72 clips to her friends in April and May. How many?",
+    ]
+    data = tmp_path / "gsm8k.jsonl"  # prompts of different lengths: left padding is exercised
+    data.write_text(
+        "".join(
+            json.dumps({"question": question, "answer": "#### 1"}) + "\n" for question in questions
+        )
+    )
+    task = Gsm8kTask(data_file=str(data))
+    loaded = load_model(str(llada_folder if family == "llada" else dream_folder), device="cpu")
+    options = DecodeOptions(gen_length=8, block_size=4, cache=cache)
+    results = list(decode_examples(loaded, task, task.eval_examples(), method, options))
+    assert len(results) == 2
+    for result in results:
+        assert 0 <= result.gen_tokens <= 8 and result.forwards >= 1
+        assert result.correct in (True, False)
