@@ -68,7 +68,7 @@ def pretrain(
 ) -> None:
     """Train a small dLLM from scratch (LLaDA objective); rerun the same command to resume."""
     from .checkpoints import pick_device
-    from .pretrain import ConfigMismatchError, PretrainConfig, Pretrainer, RunSchedule
+    from .pretrain import PretrainConfig, Pretrainer, RunSchedule
 
     config = PretrainConfig(
         task=task, batch_size=batch_size, learning_rate=learning_rate,
@@ -79,7 +79,7 @@ def pretrain(
                            eval_prompts=eval_prompts, device=pick_device(device))
     try:
         trainer = Pretrainer(config, out, schedule)
-    except (ConfigMismatchError, ValueError) as error:
+    except ValueError as error:  # ConfigMismatchError and unknown tasks
         raise fail(str(error)) from None
     if trainer.step:
         console.print(f"resuming {out} at step {trainer.step}")
@@ -103,6 +103,8 @@ def pretrain(
 def decode(
     model: Annotated[str, typer.Option(help="Embedded name, local folder or hub id.")] = "",
     task: Annotated[str, typer.Option(help="Task: its eval prompts and its scorer.")] = "arith",
+    data_file: Annotated[Path | None, typer.Option(
+        help="Local data file for a real task (default: its hub dataset).")] = None,
     prompts: Annotated[Path | None, typer.Option(
         help="JSON lines with 'prompt' (and optional 'id', 'answer') instead of the task's "
              "eval prompts; scored with the task's scorer where an answer is given.")] = None,
@@ -160,7 +162,7 @@ def decode(
             if not any(name in METHOD_OPTIONS[m] for m in method):
                 flag = "--" + name.replace("_", "-")
                 raise ValueError(f"{flag} is not an option of {', '.join(method)}")
-        chosen_task = get_task(task)
+        chosen_task = get_task(task, data_file=data_file)
         examples = load_prompts(prompts) if prompts else chosen_task.eval_examples()
         loaded = load_model(model or DEFAULT_MODEL, device, dtype)
         options = DecodeOptions(gen_length=gen_length or chosen_task.gen_length,

@@ -41,6 +41,9 @@ def load_rows(
     """
     import datasets
 
+    datasets.disable_progress_bars()  # d3 reports errors in one line and draws its own progress
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its errors reach us as one
+
     if data_file:
         path = Path(data_file).expanduser()
         if not path.is_file():
