@@ -2,7 +2,7 @@
 
 A prompt is an expression such as ``3 + 4 - 7 + 2 + 9 ?``, evaluated left to right on a
 10-hour clock, filled with ``.`` to a fixed length so that term k always sits at the same
-offset from step k of the answer (a tiny model then learns the copy in far fewer steps).
+offset from step k of the answer (a position-addressed copy a tiny model can learn).
 The answer writes every step (``3 + 4 = 7 ;``) and ends with ``#### 8``.
 Two things make parallel commitment costly for a good model, as feasibility §7 measured:
 each step needs the previous step's result (4-8 dependent steps), and every step has several
