@@ -207,9 +207,7 @@ def decode_semi_ar(model: D3Model, state: DecodeState, spec: ModelSpec, options:
     `choose(scores, candidates, forwards, block)` then picks, on the block's positions
     [rows, block_size], which masked positions to commit.
     """
-    gen_length, block_size = state.generation.shape[1], options.block_size
-    if gen_length % block_size:
-        raise ValueError(f"gen_length {gen_length} is not a multiple of block_size {block_size}")
+    block_size = options.block_size
     device, batch = state.canvas.device, state.canvas.shape[0]
     generator = torch.Generator(device=device).manual_seed(options.seed)
     offsets = torch.arange(block_size, device=device)
@@ -356,11 +354,7 @@ def decode_multiblock(model: D3Model, state: DecodeState, spec: ModelSpec,
     after they finish; a periodic or stabilizing refresh is one full forward.
     """
     gamma = resolved_threshold("multiblock", options)
-    if options.blocks is not None and options.blocks < 1:
-        raise ValueError(f"--blocks must be at least 1, got {options.blocks}")
     gen_length, block_size = state.generation.shape[1], options.block_size
-    if gen_length % block_size:
-        raise ValueError(f"gen_length {gen_length} is not a multiple of block_size {block_size}")
     device, batch, prompt_length = state.canvas.device, state.canvas.shape[0], state.prompt_length
     num_blocks = gen_length // block_size
     generator = torch.Generator(device=device).manual_seed(options.seed)
@@ -530,7 +524,8 @@ def options_for(method: str, options: DecodeOptions) -> DecodeOptions:
 
 
 def validate(method: str, options: DecodeOptions) -> None:
-    """Reject settings a method cannot run with (one-line messages)."""
+    """Reject settings a method cannot run with (one-line messages); the runner calls this
+    before any strategy, so the strategies assume valid options."""
     if method not in STRATEGIES:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(STRATEGIES)}")
     modes = CACHE_MODES.get(method, ("none",))
