@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 
-from d3cli.checkpoints import LoadedModel, load_model
+from d3cli.checkpoints import LoadedModel, load_model, resolve_model_path
 from d3cli.tasks import get_task
 
 
@@ -22,3 +26,16 @@ def teacher() -> LoadedModel:
 @pytest.fixture(scope="session")
 def arith():
     return get_task("arith")
+
+
+@pytest.fixture
+def model_without_mask_token(tmp_path: Path) -> Path:
+    """A copy of the shipped teacher whose tokenizer and config name no mask token."""
+    folder = tmp_path / "no-mask"
+    shutil.copytree(resolve_model_path("arith-teacher"), folder)
+    for name in ("tokenizer_config.json", "config.json"):
+        settings = json.loads((folder / name).read_text())
+        settings.pop("mask_token", None)
+        settings["mask_token_id"] = None
+        (folder / name).write_text(json.dumps(settings))
+    return folder

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -203,17 +202,6 @@ def test_decode_cli_runs_a_real_task_from_a_local_data_file(tmp_path):
     assert record["task"] == "gsm8k" and record["correct"] is False
 
 
-def model_without_mask_token(tmp_path):
-    folder = tmp_path / "no-mask"
-    shutil.copytree(resolve_model_path("arith-teacher"), folder)
-    for name in ("tokenizer_config.json", "config.json"):
-        settings = json.loads((folder / name).read_text())
-        settings.pop("mask_token", None)
-        settings["mask_token_id"] = None
-        (folder / name).write_text(json.dumps(settings))
-    return folder
-
-
 @pytest.mark.parametrize("arguments,message", [
     (["--method", "fastest"], "unknown method 'fastest'"),
     (["--method", "threshold", "--cache-delay", "2"], "--cache-delay is not an option of"),
@@ -226,13 +214,13 @@ def model_without_mask_token(tmp_path):
     (["--prompts", "BAD_PROMPTS"], "bad.jsonl:2: malformed JSON"),
     (["--model", "NO_MASK"], "has no mask token"),
 ])
-def test_decode_cli_bad_input_is_one_line(tmp_path, arguments, message, monkeypatch):
+def test_decode_cli_bad_input_is_one_line(tmp_path, arguments, message, monkeypatch, request):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "1 + 2 ?"}\n{"prompt": \n')
     replacements = {"BAD_PROMPTS": str(bad), "NO_MASK": None}
     if "NO_MASK" in arguments:
-        replacements["NO_MASK"] = str(model_without_mask_token(tmp_path))
+        replacements["NO_MASK"] = str(request.getfixturevalue("model_without_mask_token"))
     arguments = [replacements.get(a, a) for a in arguments]
     result = invoke("--limit", "1", "--out", str(tmp_path / "r.jsonl"), *arguments)
     assert result.exit_code == 2, result.output

@@ -54,11 +54,13 @@ class DecodeState:
     visible: Tensor  # [batch, same] bool: False on prompt padding
     prompt_length: int
     forwards: Tensor = field(init=False)  # [batch] model calls that included the row
+    commit_step: Tensor = field(init=False)  # [batch, gen_length] 0-based forward of each commit
     seconds: Tensor = field(init=False)  # [batch] wall time until the row had no mask left
     started: float = field(init=False, default_factory=time.perf_counter)
 
     def __post_init__(self) -> None:
         self.forwards = torch.zeros(self.canvas.shape[0], dtype=torch.long)
+        self.commit_step = torch.full_like(self.generation, -1)
         self.seconds = torch.full((self.canvas.shape[0],), math.nan, dtype=torch.float64)
 
     @classmethod
@@ -91,6 +93,15 @@ class DecodeState:
 
     def count_forward(self, rows: Tensor) -> None:
         self.forwards[rows.cpu()] += 1
+
+    def commit(self, rows: Tensor, positions: Tensor, tokens: Tensor, chosen: Tensor) -> None:
+        """Write `tokens` where `chosen` at generation `positions` [rows, n] of `rows`, and
+        stamp those positions with the forward that committed them (the row's last one)."""
+        index = rows[:, None], self.prompt_length + positions
+        self.canvas[index] = torch.where(chosen, tokens, self.canvas[index])
+        step = (self.forwards[rows.cpu()] - 1).to(self.canvas.device)[:, None]
+        gen_index = rows[:, None], positions
+        self.commit_step[gen_index] = torch.where(chosen, step, self.commit_step[gen_index])
 
 
 @dataclass
@@ -250,10 +261,7 @@ def decode_semi_ar(model: D3Model, state: DecodeState, spec: ModelSpec, options:
         scores = score(logits, spec.mask_token_id, options.temperature, generator)
         candidates = masked.gather(1, positions)
         commit = choose(scores, candidates, state.forwards[rows.cpu()].to(device), block)
-        commit &= candidates
-        current = state.generation[rows].gather(1, positions)
-        updated = torch.where(commit, scores.tokens, current)
-        state.canvas[rows[:, None], state.prompt_length + positions] = updated
+        state.commit(rows, positions, scores.tokens, commit & candidates)
 
 
 def decode_vanilla(model: D3Model, state: DecodeState, spec: ModelSpec,
@@ -418,9 +426,8 @@ def decode_multiblock(model: D3Model, state: DecodeState, spec: ModelSpec,
             never_mask = torch.tensor([spec.mask_token_id], device=device)
             greedy = logits.index_fill(-1, never_mask, -math.inf).argmax(-1)
             tokens = torch.where(forced, greedy, tokens)
-        commit |= forced
-        current = state.generation[rows, first:]
-        state.canvas[rows, prompt_length + first:] = torch.where(commit, tokens, current)
+        window = torch.arange(first, gen_length, device=device).expand(len(rows), -1)
+        state.commit(rows, window, tokens, commit | forced)
 
 
 def fill_after_first_stop(state: DecodeState, spec: ModelSpec, table: BlockTable,

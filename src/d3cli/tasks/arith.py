@@ -27,6 +27,7 @@ QUESTION_END = "?"
 FILLER = "."
 PROMPT_TOKENS = 2 * MAX_STEPS + 2
 EVAL_SEED = 20261123
+TRAIN_SEED = 1  # the fixed training prompts `d3 trajectories` runs the teacher on
 EVAL_SIZE = 1000
 WORDS = (*[str(digit) for digit in range(MODULUS)], *OPERATORS, "=", STEP_END, ANSWER_MARK,
          QUESTION_END, FILLER)
@@ -98,6 +99,18 @@ class ArithTask:
         problems = self._eval_problems[:limit]
         return [Example(f"{self.name}-{index}", problem.prompt(), str(problem.values()[-1]))
                 for index, problem in enumerate(problems)]
+
+    def train_examples(self, limit: int) -> list[Example]:
+        """`limit` distinct training prompts (never an eval prompt) in a fixed order, so a
+        longer list starts with a shorter one."""
+        rng, problems = random.Random(TRAIN_SEED), {}
+        while len(problems) < limit:
+            problem = random_problem(rng)
+            if problem.prompt() not in self._eval_prompts:
+                problems.setdefault(problem.prompt(), problem)
+        return [Example(f"{self.name}-train-{index}", problem.prompt(),
+                        str(problem.values()[-1]))
+                for index, problem in enumerate(problems.values())]
 
     def training_pairs(self, rng: random.Random) -> Iterator[tuple[str, str]]:
         """Endless (prompt, worked answer) pairs that never repeat an eval prompt."""

@@ -1,0 +1,227 @@
+"""Teacher pseudo-trajectories (algorithms.md §1): roll the teacher out one token per
+forward inside semi-AR blocks and record, per prompt, the forward at which each answer
+position was committed (`unmask_step`, the compact form of §1.4).
+
+A trajectory folder is a `datasets` parquet folder (``load_dataset("parquet",
+data_dir=DIR)`` reads it) plus a ``README.md`` dataset card whose front matter holds the run
+that made it, so a rerun can refuse to mix runs and the distiller can check its teacher.
+Prompts are cut into fixed chunks, one parquet file per chunk, written atomically: a rerun
+skips finished chunks (nothing lost or duplicated after a kill), and `--shard I/N` takes
+every N-th chunk, so the shards' files together are exactly the unsharded run's.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from .canvas import first_stop
+from .checkpoints import LoadedModel, encode_prompt
+from .decode import DecodeOptions, DecodeState, decode_vanilla
+from .tasks import Example, Task
+
+CARD = "README.md"
+STAGING = ".staging"  # hidden, so the parquet loader never sees half-written files
+TEMPERATURE_STEP = 0.1  # attempt a runs at temperature 0.1·a (§1.2)
+
+
+class TrajectoryFolderError(ValueError):
+    """A trajectory folder that cannot be used as asked; the message says why, on one line."""
+
+
+@dataclass(frozen=True)
+class TrajectoryRun:
+    """What defines a trajectory folder; every process writing into it must agree."""
+
+    teacher: str
+    source: str  # the task name or dataset the prompts came from
+    num_prompts: int
+    gen_length: int
+    block_size: int
+    attempts: int
+    keep_incorrect: bool
+    chunk_size: int
+    seed: int
+    vocab_size: int
+    mask_token_id: int
+
+
+def features():
+    """The parquet schema (explicit, so a chunk whose prompts were all dropped still loads)."""
+    import datasets
+
+    ids = datasets.Sequence(datasets.Value("int32"))
+    return datasets.Features({
+        "id": datasets.Value("string"), "task": datasets.Value("string"),
+        "teacher": datasets.Value("string"), "prompt_ids": ids, "answer_ids": ids,
+        "unmask_step": ids, "block_size": datasets.Value("int32"),
+        "num_forwards": datasets.Value("int32"), "correct": datasets.Value("bool"),
+        "text": datasets.Value("string"), "attempt": datasets.Value("int32"),
+        "temperature": datasets.Value("float64")})
+
+
+def temperatures(attempts: int) -> list[float]:
+    """The sampling temperature of each attempt: 0, 0.1, 0.2, …"""
+    return [round(TEMPERATURE_STEP * attempt, 6) for attempt in range(attempts)]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` → (I, N) with 0 ≤ I < N."""
+    index, slash, count = text.partition("/")
+    if not (slash and index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise ValueError(f"--shard {text!r} is not I/N with 0 <= I < N (e.g. 0/2)")
+    return int(index), int(count)
+
+
+def shard_chunks(num_prompts: int, chunk_size: int, shard: int = 0,
+                 num_shards: int = 1) -> list[tuple[int, int]]:
+    """The [start, end) prompt ranges of this shard: every `num_shards`-th chunk."""
+    chunks = [(start, min(start + chunk_size, num_prompts))
+              for start in range(0, num_prompts, chunk_size)]
+    return chunks[shard::num_shards]
+
+
+def chunk_path(out: Path, chunk: tuple[int, int]) -> Path:
+    return out / f"part-{chunk[0]:07d}-{chunk[1]:07d}.parquet"
+
+
+def read_card(out: Path) -> dict[str, Any]:
+    """The run recorded in a trajectory folder's card."""
+    card = out / CARD
+    if not card.is_file():
+        raise TrajectoryFolderError(f"{out}: no {CARD}: not a d3 trajectory folder")
+    text = card.read_text(encoding="utf-8")
+    try:
+        front = yaml.safe_load(text.split("---")[1]) if text.startswith("---") else None
+    except (IndexError, yaml.YAMLError):
+        front = None
+    if not isinstance(front, dict) or not isinstance(front.get("d3"), dict):
+        raise TrajectoryFolderError(f"{card}: no d3 run in its front matter")
+    return front["d3"]
+
+
+def prepare_folder(out: Path, run: TrajectoryRun) -> None:
+    """Create `out` with its card, or check that the run already there is this one."""
+    if (out / CARD).is_file():
+        recorded = read_card(out)
+        for name, value in asdict(run).items():
+            if recorded.get(name) != value:
+                raise TrajectoryFolderError(
+                    f"{out} holds trajectories with {name} = {recorded.get(name)!r}, "
+                    f"not {value!r}; use another --out folder")
+    elif out.is_dir() and any(out.glob("*.parquet")):
+        raise TrajectoryFolderError(f"{out} holds parquet files but no d3 {CARD}; "
+                                    "use another --out folder")
+    (out / STAGING).mkdir(parents=True, exist_ok=True)
+    front = yaml.safe_dump({"d3": asdict(run)}, sort_keys=False)
+    card = (f"---\n{front}---\n# Teacher trajectories of {run.teacher}\n\n"
+            f"Made by `d3 trajectories` on {run.num_prompts} prompts of {run.source}: one "
+            f"token per forward in blocks of {run.block_size}, up to {run.attempts} attempts.\n"
+            "`unmask_step[r]` is the forward at which answer position r was committed.\n")
+    atomic_write(out / CARD, card.encode())
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    staged = path.parent / STAGING / f"{path.name}.{os.getpid()}"
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    staged.write_bytes(data)
+    os.replace(staged, path)
+
+
+def write_chunk(out: Path, chunk: tuple[int, int], records: Sequence[dict]) -> Path:
+    """One chunk's records as a parquet file, appearing whole or not at all."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    path = chunk_path(out, chunk)
+    staged = out / STAGING / f"{path.name}.{os.getpid()}"
+    datasets.Dataset.from_list(list(records), features=features()).to_parquet(str(staged))
+    os.replace(staged, path)
+    return path
+
+
+@torch.no_grad()
+def teacher_rollouts(loaded: LoadedModel, task: Task, examples: Sequence[Example],
+                     run: TrajectoryRun, batch_size: int) -> list[dict]:
+    """Trajectory records of `examples`, in order (§1.2).
+
+    Attempt a decodes, one token per forward, the prompts still wrong after attempt a − 1
+    at temperature 0.1·a (Gumbel sampling); a prompt keeps its first correct attempt, or
+    its last one with `correct = False`. A prompt without a reference answer is correct.
+    """
+    spec, pending, records = loaded.spec, list(examples), {}
+    prompt_ids = {example.id: encode_prompt(loaded, example.prompt) for example in examples}
+    options = DecodeOptions(gen_length=run.gen_length, block_size=run.block_size)
+    for attempt, temperature in enumerate(temperatures(run.attempts)):
+        for start in range(0, len(pending), batch_size):
+            batch = pending[start:start + batch_size]
+            state = DecodeState.start([prompt_ids[example.id] for example in batch], spec,
+                                      run.gen_length, loaded.device)
+            decode_vanilla(loaded.model, state, spec, replace(
+                options, temperature=temperature, seed=run.seed + attempt))
+            rows = zip(batch, state.generation.tolist(), state.commit_step.tolist(),
+                       state.forwards.tolist(), strict=True)
+            for example, answer_ids, unmask_step, forwards in rows:
+                answer = answer_ids[:first_stop(answer_ids, spec.stop_token_ids)]
+                text = loaded.tokenizer.decode(answer, skip_special_tokens=True)
+                correct = example.answer is None or task.score(example, text)
+                records[example.id] = {
+                    "id": example.id, "task": task.name, "teacher": run.teacher,
+                    "prompt_ids": prompt_ids[example.id], "answer_ids": answer_ids,
+                    "unmask_step": unmask_step, "block_size": run.block_size,
+                    "num_forwards": forwards, "correct": correct, "text": text,
+                    "attempt": attempt, "temperature": temperature}
+        pending = [example for example in pending if not records[example.id]["correct"]]
+        if not pending:
+            break
+    return [records[example.id] for example in examples]
+
+
+def collect(loaded: LoadedModel, task: Task, examples: Sequence[Example], run: TrajectoryRun,
+            out: Path, chunks: Sequence[tuple[int, int]],
+            batch_size: int) -> Iterator[tuple[tuple[int, int], list[dict]]]:
+    """Roll out every chunk of `chunks` not yet in `out`, write it, and yield it with all
+    its records (those dropped by `keep_incorrect = False` included, for the progress)."""
+    for chunk in chunks:
+        if chunk_path(out, chunk).exists():
+            continue
+        records = teacher_rollouts(loaded, task, examples[chunk[0]:chunk[1]], run, batch_size)
+        write_chunk(out, chunk, [record for record in records
+                                 if run.keep_incorrect or record["correct"]])
+        yield chunk, records
+
+
+def load_trajectories(out: Path, files: Sequence[Path] | None = None):
+    """The trajectory dataset in `out` (or only `files` of it) as a `datasets.Dataset`."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    read_card(out)
+    paths = [str(path) for path in (files if files is not None else sorted(out.glob("*.parquet")))]
+    if not paths:
+        raise TrajectoryFolderError(f"{out}: no trajectory files")
+    return datasets.load_dataset("parquet", data_files=paths, split="train",
+                                 features=features())
+
+
+def masked_after(unmask_step: Sequence[int], state: int) -> list[bool]:
+    """Trajectory state `state` (§1.4): position r is still masked iff unmask_step[r] > state."""
+    return [step > state for step in unmask_step]
+
+
+def summary(dataset, stop_ids: Sequence[int]) -> dict[str, float]:
+    """Prompts, kept incorrect ones, accuracy %, mean forwards and answer tokens."""
+    count = len(dataset)
+    correct = sum(dataset["correct"])
+    tokens = sum(first_stop(ids, stop_ids) for ids in dataset["answer_ids"])
+    return {"prompts": count, "incorrect": count - correct,
+            "accuracy": 100 * correct / count if count else 0.0,
+            "mean_forwards": sum(dataset["num_forwards"]) / count if count else 0.0,
+            "tokens": tokens}
+
