@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from .model import D3Config, D3Model
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL = "arith-teacher"
 # What a hub snapshot needs: configs, weights, tokenizer files; never remote code or .bin copies.
+ADAPTER_CONFIG = "adapter_config.json"  # a LoRA student saved by `d3 distill` without --merge
 HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja"]
 
 
@@ -44,12 +45,14 @@ class ModelSpec:
 
 @dataclass
 class LoadedModel:
-    """A model ready to decode: weights, tokenizer, spec, and the name it was asked by."""
+    """A model ready to decode: weights, tokenizer, spec, the name it was asked by, and the
+    family whose token facts it follows (d3, LLaDA, Dream)."""
 
     name: str
     model: D3Model
     tokenizer: PreTrainedTokenizerBase
     spec: ModelSpec
+    family: str = D3.name
 
     @property
     def device(self) -> torch.device:
@@ -67,7 +70,7 @@ def resolve_model_path(name: str) -> Path:
         return ASSETS / name
     local = Path(name).expanduser()
     if local.is_dir():
-        if not (local / "config.json").is_file():
+        if not any((local / marker).is_file() for marker in ("config.json", ADAPTER_CONFIG)):
             raise ModelLoadError(f"{local}: not a model folder (no config.json)")
         return local
     if local.exists() or name.startswith((".", "/", "~")) or name.count("/") != 1:
@@ -230,6 +233,8 @@ def load_tokenizer(folder: Path, family: Family) -> PreTrainedTokenizerBase:
 def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedModel:
     """Load weights, tokenizer and spec; `auto` picks CUDA + bf16 when present, else CPU + fp32."""
     path = resolve_model_path(name)
+    if not (path / "config.json").is_file():
+        return load_adapter(name, path, device, dtype)
     torch_device = torch.device(pick_device(device))
     if dtype == "auto":
         dtype = "bfloat16" if torch_device.type == "cuda" else "float32"
@@ -245,7 +250,21 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedMo
         model = load_mapped_model(path, family, config, torch_device, torch_dtype)
     facts = token_facts_family(raw, family)
     tokenizer = load_tokenizer(path, facts)
-    return LoadedModel(name, model.eval(), tokenizer, spec_for(model, tokenizer, facts))
+    return LoadedModel(name, model.eval(), tokenizer, spec_for(model, tokenizer, facts),
+                       facts.name)
+
+
+def load_adapter(name: str, folder: Path, device: str, dtype: str) -> LoadedModel:
+    """A LoRA adapter folder: its base model (named in adapter_config.json) with the adapter
+    merged in."""
+    from peft import PeftModel
+
+    base_name = read_json(folder / ADAPTER_CONFIG).get("base_model_name_or_path")
+    if not base_name:
+        raise ModelLoadError(f"{folder / ADAPTER_CONFIG}: names no base model")
+    base = load_model(base_name, device, dtype)
+    model = PeftModel.from_pretrained(base.model, folder).merge_and_unload()
+    return replace(base, name=name, model=model.eval())
 
 
 def template_markers(tokenizer: PreTrainedTokenizerBase) -> list[str]:

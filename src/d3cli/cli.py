@@ -208,6 +208,177 @@ def summary_numbers(results: list, seconds: float) -> tuple[str, ...]:
 
 
 @app.command()
+def trajectories(
+    out: Annotated[Path, typer.Option(help="Folder of parquet shards and a dataset card.")],
+    model: Annotated[str, typer.Option(
+        help="Teacher: embedded name, local folder or hub id.")] = "",
+    task: Annotated[str | None, typer.Option(
+        help="Task whose training prompts to use (default arith).")] = None,
+    dataset: Annotated[str | None, typer.Option(
+        help="Hub id or local file of prompts instead of a task.")] = None,
+    split: Annotated[str, typer.Option(help="--dataset split.")] = "train",
+    question_field: Annotated[str, typer.Option(help="--dataset prompt field.")] = "question",
+    answer_field: Annotated[str, typer.Option(help="--dataset reference field.")] = "answer",
+    num: Annotated[int | None, typer.Option(
+        min=1, help="Prompts to roll out (default: 1000 of a task, all of a dataset).")] = None,
+    attempts: Annotated[int, typer.Option(
+        min=1, help="Tries per prompt at temperatures 0, 0.1, …, until correct.")] = 5,
+    keep_incorrect: Annotated[bool, typer.Option(
+        "--keep-incorrect/--only-correct",
+        help="Keep the last attempt of never-correct prompts (correct = false).")] = True,
+    block_size: Annotated[int | None, typer.Option(help="Default: the model's.")] = None,
+    gen_length: Annotated[int | None, typer.Option(help="Default: the task's.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    chunk_size: Annotated[int, typer.Option(
+        min=1, help="Prompts per parquet file (the unit of resume and sharding).")] = 256,
+    shard: Annotated[str | None, typer.Option(
+        help="I/N: this process's share (default: the accelerate rank, else all).")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, or auto.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16, or auto.")] = "auto",
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Record the teacher's one-token-per-forward trajectories; rerun the same command to
+    resume."""
+    from accelerate import PartialState
+
+    from .checkpoints import DEFAULT_MODEL, ModelLoadError, load_model, pick_device
+    from .tasks import get_task
+    from .tasks.dataset import DatasetTask
+    from .trajectories import (
+        TrajectoryRun,
+        chunk_path,
+        collect,
+        load_trajectories,
+        parse_shard,
+        prepare_folder,
+        shard_chunks,
+        summary,
+    )
+
+    # Under `accelerate launch` (or torchrun) each process takes the chunks of its rank.
+    processes = PartialState(cpu=pick_device(device) == "cpu")
+    try:
+        if task and dataset:
+            raise ValueError("give --task or --dataset, not both")
+        if dataset:
+            chosen = DatasetTask(dataset, split, question_field, answer_field)
+        else:
+            chosen = get_task(task or "arith")
+            if not hasattr(chosen, "train_examples"):
+                raise ValueError(f"task {chosen.name!r} has no training prompts here; "
+                                 "pass them with --dataset")
+        examples = chosen.train_examples(num if num or dataset else 1000)
+        index, count = (parse_shard(shard) if shard else
+                        (processes.process_index, processes.num_processes))
+        loaded = load_model(model or DEFAULT_MODEL,
+                            str(processes.device) if processes.num_processes > 1 else device,
+                            dtype)
+        run = TrajectoryRun(
+            teacher=loaded.name, source=chosen.name, num_prompts=len(examples),
+            gen_length=gen_length or chosen.gen_length,
+            block_size=block_size or loaded.spec.block_size, attempts=attempts,
+            keep_incorrect=keep_incorrect, chunk_size=chunk_size, seed=seed,
+            vocab_size=loaded.model.config.vocab_size, mask_token_id=loaded.spec.mask_token_id)
+        if run.gen_length % run.block_size:
+            raise ValueError(f"generation length {run.gen_length} is not a multiple of "
+                             f"--block-size {run.block_size}")
+        prepare_folder(out, run)
+    except (ModelLoadError, ValueError) as error:  # TaskDataError, TrajectoryFolderError
+        raise fail(str(error)) from None
+    chunks = shard_chunks(len(examples), chunk_size, index, count)
+    total = sum(end - start for start, end in chunks)
+    done = sum(end - start for start, end in chunks if chunk_path(out, (start, end)).exists())
+    started, rolled, right, dropped = time.perf_counter(), 0, 0, 0
+    with progress_bar("speed", "accuracy") as bar:
+        job = bar.add_task("trajectories", total=total, completed=done, speed="", accuracy="")
+        for _, records in collect(loaded, chosen, examples, run, out, chunks, batch_size):
+            rolled += len(records)
+            right += sum(record["correct"] for record in records)
+            dropped += 0 if keep_incorrect else len(records) - sum(r["correct"] for r in records)
+            bar.update(job, advance=len(records),
+                       speed=f"{rolled / (time.perf_counter() - started):.1f} prompts/s",
+                       accuracy=f"acc {100 * right / rolled:.1f}%")
+    numbers = summary(load_trajectories(out, [chunk_path(out, chunk) for chunk in chunks]),
+                      loaded.spec.stop_token_ids)
+    incorrect = (f"{numbers['incorrect']} incorrect kept" if keep_incorrect
+                 else f"{dropped} incorrect dropped this run")
+    where = f"{out}" + (f" (shard {index}/{count})" if count > 1 else "")
+    console.print(
+        f"{where}: {numbers['prompts']} prompts, accuracy {numbers['accuracy']:.1f}% "
+        f"({incorrect}), mean forwards {numbers['mean_forwards']:.1f}, "
+        f"{numbers['tokens']} answer tokens; rolled out {rolled} prompts in "
+        f"{time.perf_counter() - started:.1f}s")
+
+
+@app.command()
+def distill(
+    trajectories: Annotated[Path, typer.Option(help="Folder written by d3 trajectories.")],
+    out: Annotated[Path, typer.Option(help="Student folder (checkpoints/ while training).")],
+    teacher: Annotated[str, typer.Option(
+        help="Teacher (the student starts from it): embedded name, folder or hub id.")] = "",
+    recipe: Annotated[str, typer.Option(help="d3 (trajectory) or dparallel.")] = "d3",
+    lora: Annotated[bool | None, typer.Option(
+        "--lora/--full", help="LoRA adapters or full fine-tune (default: the preset's).")] = None,
+    merge: Annotated[bool, typer.Option(
+        help="LoRA: write merged weights instead of the adapter.")] = False,
+    config: Annotated[Path | None, typer.Option(
+        help="Preset YAML with d3:/dparallel: sections (default: the teacher family's).")] = None,
+    masks: Annotated[str | None, typer.Option(help="trajectory or random.")] = None,
+    noise_schedule: Annotated[bool | None, typer.Option(
+        "--noise-schedule/--no-noise-schedule", help="Progressive mask ratio (§2.3).")] = None,
+    window_schedule: Annotated[str | None, typer.Option(
+        help="Window size per epoch, e.g. 16,16,24,24,32,32.")] = None,
+    complementary: Annotated[bool | None, typer.Option(
+        "--complementary/--no-complementary", help="Complementary-mask pass (CE').")] = None,
+    entropy_weight: Annotated[float | None, typer.Option(help="β of the entropy term.")] = None,
+    entropy_temperature: Annotated[float | None, typer.Option(help="τ of softmax(z/τ).")] = None,
+    epochs: Annotated[float | None, typer.Option()] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.")] = None,
+    learning_rate: Annotated[float | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Per device.")] = None,
+    save_steps: Annotated[int | None, typer.Option(min=1, help="Checkpoint interval.")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, or auto.")] = "auto",
+) -> None:
+    """Distil the teacher into a student that decodes many tokens per forward; rerun the
+    same command to resume from the last checkpoint."""
+    from .checkpoints import DEFAULT_MODEL, ModelLoadError, load_model, pick_device
+    from .distill import DistillJob, RichProgress, load_config, preset_path
+    from .trajectories import TrajectoryFolderError
+
+    overrides = {"lora": lora, "masks": masks, "noise_schedule": noise_schedule,
+                 "complementary": complementary, "entropy_weight": entropy_weight,
+                 "entropy_temperature": entropy_temperature, "epochs": epochs,
+                 "max_steps": max_steps, "learning_rate": learning_rate,
+                 "batch_size": batch_size, "save_steps": save_steps, "seed": seed}
+    overrides = {name: value for name, value in overrides.items() if value is not None}
+    device = pick_device(device)
+    try:
+        if window_schedule is not None:
+            try:
+                overrides["window_schedule"] = [int(size) for size in window_schedule.split(",")
+                                                if size.strip()]
+            except ValueError:
+                raise ValueError(f"--window-schedule {window_schedule!r} is not a list of "
+                                 "integers like 16,16,24") from None
+        loaded = load_model(teacher or DEFAULT_MODEL, device, "auto")
+        settings = load_config(config or preset_path(loaded.family), recipe, overrides)
+        job = DistillJob(loaded, trajectories, settings, out, merge, device)
+        trainer = job.prepare()
+    except (ModelLoadError, TrajectoryFolderError, ValueError) as error:
+        raise fail(str(error)) from None
+    try:
+        with progress_bar("loss") as bar:
+            trainer.add_callback(RichProgress(bar, bar.add_task(f"distill ({recipe})",
+                                                                total=None, loss="")))
+            student = job.run(trainer)
+    except KeyboardInterrupt:
+        console.print(f"interrupted: rerun the same command to resume from {out}/checkpoints")
+        raise typer.Exit(130) from None
+    console.print(f"student written to {student}; log in {out}/distill_log.jsonl")
+
+
+@app.command()
 def aup(
     files: Annotated[
         list[Path],

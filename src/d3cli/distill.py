@@ -1,0 +1,490 @@
+"""Distilling a teacher dLLM into a student that commits many tokens per forward (§2).
+
+Two recipes share one loss: `d3` (pseudo-trajectory distillation, d3LLM §2.2-2.4) masks
+each training window the way the teacher's own decoding order left it, with progressive
+noise and window curricula; `dparallel` (certainty forcing, §2.6) masks Bernoulli(0.5)
+inside one block. Both add a complementary-mask pass and an entropy term that makes correct
+predictions confident. Every term is a field of `DistillConfig`, so each can be ablated.
+Training runs in transformers' `Trainer` (accelerate, DeepSpeed and FSDP launch unchanged).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from functools import partial
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import Tensor
+from transformers import (
+    PrinterCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    set_seed,
+)
+
+from .canvas import first_stop, left_pad
+from .checkpoints import LoadedModel, ModelSpec
+from .tasks.data import first_line
+from .trajectories import TrajectoryFolderError, load_trajectories, read_card
+
+RECIPES = ("d3", "dparallel")
+MASKS = ("trajectory", "random")
+PRESETS = {"d3": "embedded.yaml", "LLaDA": "llada.yaml", "Dream": "dream.yaml"}
+EPSILON = 1e-3  # smallest mask probability of a random mask (§2.2 step 3)
+
+
+class DistillConfigError(ValueError):
+    """A recipe setting that cannot be used; the message says which, on one line."""
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """One recipe's settings (§2.3-2.6); the presets in `presets/*.yaml` fill them."""
+
+    recipe: str = "d3"
+    masks: str = "trajectory"  # trajectory: the teacher's order (§2.2); random: Bernoulli(t)
+    noise_schedule: bool = True  # t ~ U(r(step), t_max) with r rising t_min → t_max (§2.3)
+    t_min: float = 0.0
+    t_max: float = 0.8
+    mask_ratio: float | None = None  # a fixed t (dParallel: 0.5) instead of a drawn one
+    window_schedule: tuple[int, ...] = (16, 16, 24, 24, 32, 32)  # per epoch; () = whole answer
+    window_span: str = "answer"  # windows over the answer + EOS (d3) or the canvas (dParallel)
+    complementary: bool = True  # second pass on the complementary mask (CE')
+    entropy_weight: float = 2.0  # β
+    entropy_temperature: float = 0.5  # τ of softmax(z / τ)
+    entropy_on_complement: bool = False  # ENT' too (Dream, dParallel)
+    loss_scale: float = 0.25  # d3LLM divides by 4; dParallel does not
+    epochs: float = 6.0
+    max_steps: int = -1  # > 0 stops early (short runs, tests)
+    learning_rate: float = 2e-5
+    lr_scheduler: str = "constant"
+    warmup_ratio: float = 0.0
+    batch_size: int = 4
+    gradient_accumulation: int = 4
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    lora: bool = True
+    lora_rank: int = 256
+    lora_alpha: int = 256
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                     "up_proj", "down_proj")
+    save_steps: int = 500
+    logging_steps: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("recipe", RECIPES), ("masks", MASKS),
+                              ("window_span", ("answer", "canvas"))):
+            if getattr(self, name) not in allowed:
+                raise DistillConfigError(f"unknown {name} {getattr(self, name)!r}; "
+                                         f"choose from {', '.join(allowed)}")
+        if any(size < 1 for size in self.window_schedule):
+            raise DistillConfigError(f"window sizes must be positive: {self.window_schedule}")
+        if not 0 <= self.t_min <= self.t_max <= 1:
+            raise DistillConfigError(f"need 0 <= t_min <= t_max <= 1, got {self.t_min}, "
+                                     f"{self.t_max}")
+
+
+def preset_path(family: str) -> Path:
+    """The shipped preset file of a model family (d3's embedded models, LLaDA, Dream)."""
+    return Path(str(resources.files("d3cli") / "presets" / PRESETS.get(family, "embedded.yaml")))
+
+
+def load_config(path: Path, recipe: str, overrides: dict[str, Any]) -> DistillConfig:
+    """`recipe`'s section of a preset file, with `overrides` (CLI switches) on top."""
+    if recipe not in RECIPES:
+        raise DistillConfigError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
+    try:
+        sections = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise DistillConfigError(f"{path}: cannot read the config ({error})") from None
+    if not isinstance(sections, dict) or not isinstance(sections.get(recipe), dict):
+        raise DistillConfigError(f"{path}: no '{recipe}:' section")
+    values = {**sections[recipe], **overrides, "recipe": recipe}
+    known = {field.name for field in fields(DistillConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise DistillConfigError(f"{path}: unknown setting {unknown[0]!r} in '{recipe}:'")
+    for name in ("window_schedule", "lora_targets"):
+        if name in values:
+            values[name] = tuple(values[name] or ())
+    return DistillConfig(**values)
+
+
+# --- schedules (§2.3) -------------------------------------------------------------------------
+
+
+def noise_floor(config: DistillConfig, step: int, max_steps: int) -> float:
+    """r(step): the lower end of t's range, rising linearly from t_min to t_max."""
+    if not config.noise_schedule:
+        return config.t_min
+    return config.t_min + (step / max(max_steps, 1)) * (config.t_max - config.t_min)
+
+
+def window_size(config: DistillConfig, epoch: float) -> int | None:
+    """The window at fractional `epoch`: the per-epoch list, interpolated within an epoch and
+    truncated to an integer; the last entry holds after the list. None: the whole answer."""
+    schedule = config.window_schedule
+    if not schedule:
+        return None
+    index = int(epoch)
+    if index + 1 >= len(schedule):
+        return schedule[-1]
+    return int(schedule[index] + (epoch - index) * (schedule[index + 1] - schedule[index]))
+
+
+# --- data --------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrajectoryBatch:
+    """Left-padded prompts, answer canvases, and the teacher's unmask steps."""
+
+    prompt_ids: Tensor  # [B, P]
+    prompt_visible: Tensor  # [B, P] bool
+    answer_ids: Tensor  # [B, G]
+    unmask_step: Tensor  # [B, G]
+    answer_length: Tensor  # [B]: tokens before the first stop, plus that stop (≤ G)
+
+
+def collate(records: Sequence[dict], spec: ModelSpec) -> dict[str, Tensor]:
+    """Trainer collator: trajectory records → the tensors of a `TrajectoryBatch`."""
+    prompt_ids, visible = left_pad([record["prompt_ids"] for record in records],
+                                   spec.pad_token_id)
+    answers = torch.tensor([record["answer_ids"] for record in records])
+    lengths = [min(first_stop(record["answer_ids"], spec.stop_token_ids) + 1, answers.shape[1])
+               for record in records]
+    return {"prompt_ids": prompt_ids, "prompt_visible": visible, "answer_ids": answers,
+            "unmask_step": torch.tensor([record["unmask_step"] for record in records]),
+            "answer_length": torch.tensor(lengths)}
+
+
+@dataclass
+class NoisyBatch:
+    """The two inputs of §2.2 and where each carries loss (answer-relative masks)."""
+
+    inputs: Tensor  # [B, G] answer canvas with masks (x̃)
+    complement: Tensor  # [B, G] (x̃')
+    loss_mask: Tensor  # [B, G] bool: M
+    complement_loss_mask: Tensor  # [B, G] bool: M'
+    window_start: Tensor  # [B]
+    window_end: Tensor  # [B]
+
+
+def draw_windows(config: DistillConfig, answer_length: Tensor, canvas: int, size: int | None,
+                 generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """§2.2 step 1, answer-relative: j ~ U{0..R//k}, window [j·k, j·k + k), the last one
+    running to the canvas end. R is clamped to the canvas (A12), and j so that the window
+    is never empty; no window size: the whole canvas."""
+    batch = answer_length.shape[0]
+    if size is None:
+        return torch.zeros(batch, dtype=torch.long), torch.full((batch,), canvas)
+    span = answer_length if config.window_span == "answer" else torch.full((batch,), canvas)
+    last = torch.minimum(span.clamp_max(canvas) // size, torch.tensor((canvas - 1) // size))
+    index = (torch.rand(batch, generator=generator) * (last + 1)).long().clamp_max(last)
+    starts = index * size
+    ends = torch.where(index == last, canvas, starts + size)
+    return starts, ends
+
+
+def noisy_batch(config: DistillConfig, answers: Tensor, unmask_step: Tensor,
+                answer_length: Tensor, t: float, size: int | None, mask_id: int,
+                generator: torch.Generator) -> NoisyBatch:
+    """§2.2 steps 1-6 for a batch at mask ratio `t` and window size `size`."""
+    canvas = answers.shape[1]
+    starts, ends = draw_windows(config, answer_length, canvas, size, generator)
+    position = torch.arange(canvas)[None, :]
+    in_window = (position >= starts[:, None]) & (position < ends[:, None])
+    if config.masks == "trajectory":  # step 2: the teacher's state with ≈ t of the window masked
+        state = starts + torch.floor((1 - t) * (ends - starts)).long()
+        state = state.clamp_max(canvas - 1)
+        masked = unmask_step > state[:, None]
+    else:
+        masked = torch.rand(answers.shape, generator=generator) < (1 - EPSILON) * t + EPSILON
+    masked &= in_window
+    after = position >= ends[:, None]
+    complement_masked = in_window & ~masked
+    return NoisyBatch(answers.masked_fill(masked | after, mask_id),
+                      answers.masked_fill(complement_masked | after, mask_id),
+                      masked, complement_masked, starts, ends)
+
+
+# --- loss (§2.4, §2.6) -------------------------------------------------------------------------
+
+
+def masked_cross_entropy(logits: Tensor, targets: Tensor, where: Tensor) -> Tensor:
+    """Mean CE over the `where` positions of the whole batch (0 when there are none)."""
+    if not where.any():
+        return logits.sum() * 0
+    return F.cross_entropy(logits[where].float(), targets[where])
+
+
+def certainty_entropy(logits: Tensor, targets: Tensor, where: Tensor,
+                      temperature: float) -> Tensor:
+    """Mean entropy of softmax(z / τ) over the `where` positions predicted correctly (the
+    selection is not differentiated); 0 when none is."""
+    correct = where & (logits.argmax(-1) == targets)
+    if not correct.any():
+        return logits.sum() * 0
+    log_probs = (logits[correct].float() / temperature).log_softmax(-1)
+    return -(log_probs.exp() * log_probs).sum(-1).mean()
+
+
+def shifted(logits: Tensor, spec: ModelSpec) -> Tensor:
+    """Logits aligned so position i predicts token i (Dream's outputs predict i + 1, §6.2)."""
+    return torch.cat([logits[:, :1], logits[:, :-1]], 1) if spec.logit_shift else logits
+
+
+class DistillTrainer(Trainer):
+    """`Trainer` whose loss is the recipe's; CE, CE' and ENT are logged separately."""
+
+    def __init__(self, *args: Any, distill: DistillConfig, spec: ModelSpec,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.distill, self.spec = distill, spec
+        self.terms: dict[str, list[float]] = {"ce": [], "ce_complement": [], "entropy": []}
+        self.micro_step = (-1, 0)  # (global step, micro-batch within it)
+
+    def generator(self) -> torch.Generator:
+        """Noise of this micro-batch: a pure function of (seed, rank, step, micro-batch), so
+        a resumed run draws exactly what the uninterrupted one did."""
+        step = self.state.global_step
+        micro = self.micro_step[1] + 1 if self.micro_step[0] == step else 0
+        self.micro_step = (step, micro)
+        rank = self.args.process_index
+        return torch.Generator().manual_seed(
+            ((self.distill.seed * 1009 + rank) * 1_000_003 + step) * 257 + micro)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        config, spec = self.distill, self.spec
+        generator = self.generator()
+        if config.mask_ratio is not None:
+            t = config.mask_ratio
+        else:
+            floor = noise_floor(config, self.state.global_step, self.state.max_steps)
+            t = floor + (config.t_max - floor) * float(torch.rand(1, generator=generator))
+        size = window_size(config, self.state.epoch or 0.0)
+        batch = TrajectoryBatch(**inputs)
+        noisy = noisy_batch(config, batch.answer_ids.cpu(), batch.unmask_step.cpu(),
+                            batch.answer_length.cpu(), t, size, spec.mask_token_id, generator)
+        device = batch.answer_ids.device
+        attention = torch.cat([batch.prompt_visible, torch.ones_like(batch.answer_ids,
+                                                                     dtype=torch.bool)], 1)
+        prompt_length = batch.prompt_ids.shape[1]
+
+        def answer_logits(answers: Tensor) -> Tensor:
+            sequence = torch.cat([batch.prompt_ids, answers.to(device)], 1)
+            return shifted(model(sequence, attention_mask=attention), spec)[:, prompt_length:]
+
+        targets = batch.answer_ids
+        logits = answer_logits(noisy.inputs)
+        loss_mask = noisy.loss_mask.to(device)
+        ce = masked_cross_entropy(logits, targets, loss_mask)
+        entropy = certainty_entropy(logits, targets, loss_mask, config.entropy_temperature)
+        ce_complement = torch.zeros((), device=device)
+        if config.complementary:
+            complement_logits = answer_logits(noisy.complement)
+            complement_mask = noisy.complement_loss_mask.to(device)
+            ce_complement = masked_cross_entropy(complement_logits, targets, complement_mask)
+            if config.entropy_on_complement:
+                entropy = entropy + certainty_entropy(complement_logits, targets,
+                                                      complement_mask,
+                                                      config.entropy_temperature)
+        loss = config.loss_scale * (ce + ce_complement + config.entropy_weight * entropy)
+        for name, value in (("ce", ce), ("ce_complement", ce_complement), ("entropy", entropy)):
+            self.terms[name].append(float(value.detach()))
+        return loss
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        """Add the mean CE, CE' and ENT since the last log to the training logs."""
+        if "loss" in logs:
+            for name, values in self.terms.items():
+                if values:
+                    logs[name] = sum(values) / len(values)
+                    values.clear()
+        super().log(logs, *args, **kwargs)
+
+
+# --- a run: inputs, Trainer, resume, export ----------------------------------------------------
+
+RUN_FILE = "distill.json"
+LOG_FILE = "distill_log.jsonl"
+CHECKPOINTS = "checkpoints"
+
+
+def check_trajectories(folder: Path, loaded: LoadedModel):
+    """The trajectory dataset in `folder`, after checking it was made for this teacher's
+    tokenizer (vocabulary size and mask id) and holds at least one record."""
+    card = read_card(folder)
+    model_facts = {"vocab_size": loaded.model.config.vocab_size,
+                   "mask_token_id": loaded.spec.mask_token_id}
+    for name, value in model_facts.items():
+        if card.get(name) != value:
+            raise DistillConfigError(
+                f"{folder} was made by {card.get('teacher')!r} with {name} {card.get(name)}, "
+                f"but the teacher {loaded.name!r} has {value}: not its tokenizer")
+    try:
+        dataset = load_trajectories(folder)
+    except TrajectoryFolderError:
+        raise
+    except Exception as error:  # pyarrow/datasets raise many kinds for a damaged file
+        raise DistillConfigError(f"{folder}: cannot read the trajectories "
+                                 f"({first_line(error)})") from error
+    if len(dataset) == 0:
+        raise DistillConfigError(f"{folder}: no trajectories")
+    return dataset
+
+
+def check_run(out: Path, run: dict[str, Any]) -> None:
+    """Record the run in `out`, or check a resumed run is the same one."""
+    path, run = out / RUN_FILE, json.loads(json.dumps(run))  # tuples read back as lists
+    if path.is_file():
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+        changed = sorted(key for key in run if recorded.get(key) != run[key])
+        if changed:
+            raise DistillConfigError(f"{out} holds a run with other settings "
+                                     f"({', '.join(changed)}); use another --out")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+
+
+class JsonLog(TrainerCallback):
+    """Every Trainer log record (loss, CE, CE', ENT, lr) as one JSON line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+
+
+class RichProgress(TrainerCallback):
+    """Drives a rich progress bar: optimizer steps, and the loss terms at each log."""
+
+    def __init__(self, bar, job) -> None:
+        self.bar, self.job = bar, job
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.bar.update(self.job, total=state.max_steps, completed=state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.bar.update(self.job, completed=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        names = (("loss", "loss"), ("CE", "ce"), ("CE'", "ce_complement"), ("ENT", "entropy"))
+        if logs and "loss" in logs:
+            self.bar.update(self.job, loss=" ".join(
+                f"{name} {logs[key]:.3f}" for name, key in names if key in logs))
+
+
+def training_arguments(config: DistillConfig, out: Path, device: str) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=str(out / CHECKPOINTS), per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation,
+        learning_rate=config.learning_rate, lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm, num_train_epochs=config.epochs,
+        max_steps=config.max_steps, save_steps=config.save_steps, save_total_limit=2,
+        logging_steps=config.logging_steps, seed=config.seed, data_seed=config.seed,
+        remove_unused_columns=False, report_to="none", disable_tqdm=True,
+        use_cpu=device == "cpu", dataloader_num_workers=0)
+
+
+def build_student(loaded: LoadedModel, config: DistillConfig):
+    """The model to train: the teacher itself (full fine-tune) or the teacher with LoRA."""
+    model = loaded.model
+    if not config.lora:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [name for name in config.lora_targets if name not in present]
+    if missing:
+        raise DistillConfigError(f"LoRA target {missing[0]!r} is not a module of the teacher "
+                                 f"(linear layers: q_proj, k_proj, v_proj, o_proj, gate_proj, "
+                                 f"up_proj, down_proj)")
+    return get_peft_model(model, LoraConfig(
+        r=config.lora_rank, lora_alpha=config.lora_alpha,
+        target_modules=list(config.lora_targets), lora_dropout=0.0, bias="none"))
+
+
+def export_student(model, loaded: LoadedModel, config: DistillConfig, merge: bool,
+                   out: Path, trajectories: Path) -> None:
+    """A folder `d3 decode --model` loads (merged or full weights, or a LoRA adapter whose
+    base is the teacher's name), with the teacher's tokenizer and a card saying how."""
+    if config.lora and merge:
+        model = model.merge_and_unload()
+    model.save_pretrained(out)
+    loaded.tokenizer.save_pretrained(out)
+    adapter = out / "adapter_config.json"
+    if adapter.is_file():  # name the base as the user did, not by this machine's path
+        settings = json.loads(adapter.read_text(encoding="utf-8"))
+        settings["base_model_name_or_path"] = loaded.name
+        adapter.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    kind = ("LoRA adapter" if config.lora and not merge else
+            "LoRA, merged" if config.lora else "full fine-tune")
+    (out / "README.md").write_text(
+        f"# Student of {loaded.name}\n\nMade by `d3 distill --recipe {config.recipe}` "
+        f"({kind}) from the teacher `{loaded.name}` on the trajectories in "
+        f"`{trajectories}`. Every setting is in `{RUN_FILE}`, the loss terms per logging "
+        f"step in `{LOG_FILE}`.\n", encoding="utf-8")
+
+
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest Trainer checkpoint that was written to the end (its trainer state is saved
+    last), so a kill during a save resumes from the one before."""
+    complete = [path for path in folder.glob("checkpoint-*")
+                if path.name.split("-")[-1].isdigit() and (path / "trainer_state.json").is_file()]
+    return str(max(complete, key=lambda path: int(path.name.split("-")[-1]))) if complete else None
+
+
+@dataclass
+class DistillJob:
+    """One `d3 distill` run: `prepare` checks the inputs and builds the Trainer (fast, so
+    bad input fails before any progress is drawn); `run` trains, resuming from the last
+    checkpoint in `out/checkpoints` (optimizer, scheduler, RNG, data position), and exports."""
+
+    loaded: LoadedModel
+    trajectories: Path
+    config: DistillConfig
+    out: Path
+    merge: bool = False
+    device: str = "cpu"
+
+    def prepare(self) -> DistillTrainer:
+        config, loaded = self.config, self.loaded
+        dataset = check_trajectories(self.trajectories, loaded)
+        canvas = len(dataset[0]["answer_ids"])
+        largest = max(config.window_schedule, default=0)
+        if largest > canvas:
+            raise DistillConfigError(f"window size {largest} is larger than the answer length "
+                                     f"{canvas} of {self.trajectories}")
+        check_run(self.out, {"teacher": loaded.name, "merge": self.merge,
+                             "trajectories": str(self.trajectories.resolve()),
+                             **asdict(config)})
+        set_seed(config.seed)  # LoRA's initial A matrices come from the global RNG
+        trainer = DistillTrainer(
+            model=build_student(loaded, config),
+            args=training_arguments(config, self.out, self.device), train_dataset=dataset,
+            data_collator=partial(collate, spec=loaded.spec), distill=config,
+            spec=loaded.spec, callbacks=[JsonLog(self.out / LOG_FILE)])
+        trainer.remove_callback(PrinterCallback)  # the progress bar and the JSON log report
+        return trainer
+
+    def run(self, trainer: DistillTrainer) -> Path:
+        trainer.train(resume_from_checkpoint=last_complete_checkpoint(self.out / CHECKPOINTS))
+        if trainer.is_world_process_zero():
+            export_student(trainer.model, self.loaded, self.config, self.merge, self.out,
+                           self.trajectories)
+        return self.out
