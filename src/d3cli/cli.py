@@ -289,15 +289,21 @@ def trajectories(
     total = sum(end - start for start, end in chunks)
     done = sum(end - start for start, end in chunks if chunk_path(out, (start, end)).exists())
     started, rolled, right, dropped = time.perf_counter(), 0, 0, 0
-    with progress_bar("speed", "accuracy") as bar:
-        job = bar.add_task("trajectories", total=total, completed=done, speed="", accuracy="")
-        for _, records in collect(loaded, chosen, examples, run, out, chunks, batch_size):
-            rolled += len(records)
-            right += sum(record["correct"] for record in records)
-            dropped += 0 if keep_incorrect else len(records) - sum(r["correct"] for r in records)
-            bar.update(job, advance=len(records),
-                       speed=f"{rolled / (time.perf_counter() - started):.1f} prompts/s",
-                       accuracy=f"acc {100 * right / rolled:.1f}%")
+    try:
+        with progress_bar("speed", "accuracy") as bar:
+            job = bar.add_task("trajectories", total=total, completed=done, speed="",
+                               accuracy="")
+            for _, records in collect(loaded, chosen, examples, run, out, chunks, batch_size):
+                rolled += len(records)
+                right += sum(record["correct"] for record in records)
+                dropped += 0 if keep_incorrect else len(records) - sum(
+                    record["correct"] for record in records)
+                bar.update(job, advance=len(records),
+                           speed=f"{rolled / (time.perf_counter() - started):.1f} prompts/s",
+                           accuracy=f"acc {100 * right / rolled:.1f}%")
+    except KeyboardInterrupt:
+        console.print(f"interrupted: finished chunks are in {out}; rerun to resume")
+        raise typer.Exit(130) from None
     numbers = summary(load_trajectories(out, [chunk_path(out, chunk) for chunk in chunks]),
                       loaded.spec.stop_token_ids)
     incorrect = (f"{numbers['incorrect']} incorrect kept" if keep_incorrect
@@ -330,6 +336,9 @@ def distill(
         help="Window size per epoch, e.g. 16,16,24,24,32,32.")] = None,
     complementary: Annotated[bool | None, typer.Option(
         "--complementary/--no-complementary", help="Complementary-mask pass (CE').")] = None,
+    only_correct: Annotated[bool | None, typer.Option(
+        "--only-correct/--all-answers",
+        help="Train on the teacher's correct answers only (default).")] = None,
     entropy_weight: Annotated[float | None, typer.Option(help="β of the entropy term.")] = None,
     entropy_temperature: Annotated[float | None, typer.Option(help="τ of softmax(z/τ).")] = None,
     epochs: Annotated[float | None, typer.Option()] = None,
@@ -347,7 +356,8 @@ def distill(
     from .trajectories import TrajectoryFolderError
 
     overrides = {"lora": lora, "masks": masks, "noise_schedule": noise_schedule,
-                 "complementary": complementary, "entropy_weight": entropy_weight,
+                 "complementary": complementary, "only_correct": only_correct,
+                 "entropy_weight": entropy_weight,
                  "entropy_temperature": entropy_temperature, "epochs": epochs,
                  "max_steps": max_steps, "learning_rate": learning_rate,
                  "batch_size": batch_size, "save_steps": save_steps, "seed": seed}

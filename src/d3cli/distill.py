@@ -62,6 +62,7 @@ class DistillConfig:
     entropy_temperature: float = 0.5  # τ of softmax(z / τ)
     entropy_on_complement: bool = False  # ENT' too (Dream, dParallel)
     loss_scale: float = 0.25  # d3LLM divides by 4; dParallel does not
+    only_correct: bool = True  # train on the teacher's correct answers only
     epochs: float = 6.0
     max_steps: int = -1  # > 0 stops early (short runs, tests)
     learning_rate: float = 2e-5
@@ -465,6 +466,11 @@ class DistillJob:
     def prepare(self) -> DistillTrainer:
         config, loaded = self.config, self.loaded
         dataset = check_trajectories(self.trajectories, loaded)
+        if config.only_correct:
+            dataset = dataset.filter(lambda record: record["correct"])
+            if len(dataset) == 0:
+                raise DistillConfigError(f"{self.trajectories}: no correct trajectory to "
+                                         "train on (pass --all-answers to use them all)")
         canvas = len(dataset[0]["answer_ids"])
         largest = max(config.window_schedule, default=0)
         if largest > canvas:
