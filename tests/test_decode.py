@@ -141,10 +141,9 @@ def test_shipped_teacher_reproduces_its_model_card(teacher, arith):
     assert vanilla_accuracy_on_100(teacher, arith) == pytest.approx(recorded)
 
 
-@pytest.mark.xfail(shipped_eval()["status"] != "final", strict=True,
-                   reason="the shipped arith-teacher is a partial checkpoint (issue 3 open)")
 def test_shipped_teacher_is_accurate_one_token_per_forward(teacher, arith):
-    assert vanilla_accuracy_on_100(teacher, arith) >= 85
+    assert shipped_eval()["status"] == "final"
+    assert vanilla_accuracy_on_100(teacher, arith) >= 90
 
 
 def invoke(*arguments: str):
