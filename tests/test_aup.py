@@ -424,6 +424,17 @@ def test_table_output_shows_the_spec_values():
     assert "274.28" in result.stdout
 
 
+def test_table_names_curves_of_one_method_apart(tmp_path):
+    """Curve names carry their options in brackets, which rich must print, not parse."""
+    results = tmp_path / "results.jsonl"
+    write_results(results, [record("multiblock", {"threshold": 0.5, "cache": cache}, 8, 2, True)
+                            for cache in ("none", "delayed")])
+    result = runner.invoke(app, ["aup", str(results), "--skip-first", "0"])
+    assert result.exit_code == 0, result.output
+    assert 'multiblock [cache="none"]' in result.stdout
+    assert 'multiblock [cache="delayed"]' in result.stdout
+
+
 # --- plot -----------------------------------------------------------------------------------
 
 

@@ -415,6 +415,8 @@ def aup(
     """Accuracy Under Parallelism per task and method, with a per-file average (§4.1)."""
     import json
 
+    from rich.markup import escape
+
     from . import aup as metric
 
     if scale not in metric.SCALES:
@@ -450,7 +452,7 @@ def aup(
                 right = index >= text_table.first_number_column
                 table.add_column(name, justify="right" if right else "left")
             for row, end in zip(text_table.rows, text_table.section_ends, strict=True):
-                table.add_row(*row, end_section=end)
+                table.add_row(*map(escape, row), end_section=end)  # "[cache=…]" is no markup
             out.print(table)
     for message in report.errors:
         typer.echo(f"error: {message}", err=True)
