@@ -20,7 +20,6 @@ from d3cli.decode import score
 from d3cli.tasks.dataset import DatasetTask
 from d3cli.trajectories import (
     TrajectoryRun,
-    masked_after,
     parse_shard,
     shard_chunks,
     teacher_rollouts,
@@ -65,7 +64,7 @@ def test_replaying_the_trajectory_rebuilds_the_answer_and_each_state(greedy_reco
         for state in range(len(answer)):
             position = steps.index(state)
             canvas[position] = answer[position]
-            assert [token == mask for token in canvas] == masked_after(steps, state)
+            assert [token == mask for token in canvas] == [step > state for step in steps]
         assert canvas == answer
 
 

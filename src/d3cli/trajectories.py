@@ -210,11 +210,6 @@ def load_trajectories(out: Path, files: Sequence[Path] | None = None):
                                  features=features())
 
 
-def masked_after(unmask_step: Sequence[int], state: int) -> list[bool]:
-    """Trajectory state `state` (§1.4): position r is still masked iff unmask_step[r] > state."""
-    return [step > state for step in unmask_step]
-
-
 def summary(dataset, stop_ids: Sequence[int]) -> dict[str, float]:
     """Prompts, kept incorrect ones, accuracy %, mean forwards and answer tokens."""
     count = len(dataset)
