@@ -64,6 +64,24 @@ def test_pretrain_resumes_after_kill_9_as_if_never_stopped(tmp_path):
         torch.testing.assert_close(resumed["model"][name], weight, atol=1e-6, rtol=1e-5)
 
 
+def test_sigterm_saves_the_current_step_and_exits_as_interrupted(tmp_path):
+    command = [sys.executable, "-m", "d3cli", "pretrain", "--out", str(tmp_path),
+               "--save-every", "1000", "--eval-every", "10000", "--steps", "100000",
+               *MICRO_FLAGS]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    log = tmp_path / "train_log.jsonl"
+    deadline = time.monotonic() + 120
+    while not log.exists() and time.monotonic() < deadline:  # first log line: step 50
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    saved_step = torch.load(tmp_path / CHECKPOINT, weights_only=False)["step"]
+    assert saved_step >= 50  # not a periodic save: those come every 1,000 steps
+    assert f"saved step {saved_step}" in " ".join(stderr.split())
+
+
 def test_resume_refuses_a_folder_trained_with_other_settings(tmp_path):
     list(Pretrainer(MICRO, tmp_path, micro_schedule(2)).run())
     other = PretrainConfig(**{**MICRO.__dict__, "hidden_size": 48})

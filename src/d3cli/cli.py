@@ -26,9 +26,14 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 @app.callback()
 def main() -> None:
     """d3: make diffusion LLMs decode many tokens per forward without losing accuracy."""
+    import signal
+
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # d3 draws its own progress
+    # `kill` (SIGTERM) stops a command as Ctrl-C does, so long runs save what they have
+    # (a background job ignores SIGINT, which leaves SIGTERM as the way to stop it).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def fail(message: str) -> typer.Exit:
