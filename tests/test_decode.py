@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import pytest
+from transformers import GenerationConfig
 from typer.testing import CliRunner
 
-from d3cli.checkpoints import resolve_model_path
+from d3cli.checkpoints import load_model, resolve_model_path
 from d3cli.cli import app
 from d3cli.decode import DecodeOptions
 from d3cli.runner import decode_examples
@@ -146,14 +148,45 @@ def test_shipped_teacher_is_accurate_one_token_per_forward(teacher, arith):
     assert vanilla_accuracy_on_100(teacher, arith) >= 90
 
 
+@pytest.fixture(scope="module")
+def shipped_student_run(arith):
+    """The shipped student (the default of `d3 decode`) at its own defaults, first 100
+    held-out prompts."""
+    student = load_model("arith-d3", device="cpu", dtype="float32")
+    card = json.loads((resolve_model_path("arith-d3") / "eval.json").read_text())
+    results = run(student, arith, "multiblock", arith.eval_examples(100), batch_size=100,
+                  **student.decoding["multiblock"])
+    accuracy = 100 * sum(r.correct for r in results) / len(results)
+    tpf = sum(r.gen_tokens for r in results) / sum(r.forwards for r in results)
+    return card, accuracy, tpf
+
+
+def test_shipped_student_reproduces_its_model_card(shipped_student_run):
+    card, accuracy, tpf = shipped_student_run
+    assert accuracy == pytest.approx(card["first_100"]["accuracy"])
+    assert tpf == pytest.approx(card["first_100"]["tpf"], abs=0.005)
+
+
+def test_shipped_student_keeps_teacher_accuracy_at_higher_parallelism(
+        shipped_student_run, teacher, arith):
+    """The point of distillation: near the teacher's one-token-per-forward accuracy while
+    committing far more per forward than the teacher's own threshold decoding."""
+    _, accuracy, tpf = shipped_student_run
+    examples = arith.eval_examples(100)
+    fast_teacher = run(teacher, arith, "threshold", examples, batch_size=100, threshold=0.9)
+    teacher_tpf = sum(r.gen_tokens for r in fast_teacher) / sum(r.forwards for r in fast_teacher)
+    assert accuracy >= vanilla_accuracy_on_100(teacher, arith) - 2
+    assert tpf >= 1.5 * teacher_tpf
+
+
 def invoke(*arguments: str):
     return CliRunner().invoke(app, ["decode", *arguments])
 
 
 def test_decode_cli_writes_the_result_contract(tmp_path):
     out = tmp_path / "results.jsonl"
-    result = invoke("--limit", "4", "--method", "vanilla", "--method", "multiblock", "--out",
-                    str(out))
+    result = invoke("--model", "arith-teacher", "--limit", "4", "--method", "vanilla",
+                    "--method", "multiblock", "--out", str(out))
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["method"] for r in records] == ["vanilla"] * 4 + ["multiblock"] * 4
@@ -164,6 +197,42 @@ def test_decode_cli_writes_the_result_contract(tmp_path):
         assert {"d3", "torch", "transformers", "device", "dtype", "seed",
                 "batch_size"} <= set(record["env"])
     assert records[4]["config"]["threshold"] == 0.5 and records[0]["config"]["steps"] == 64
+
+
+def model_with_decoding(tmp_path, decoding: dict) -> str:
+    """A copy of the shipped teacher whose generation_config.json sets `d3_decoding`."""
+    folder = tmp_path / "with-defaults"
+    shutil.copytree(resolve_model_path("arith-teacher"), folder)
+    GenerationConfig(d3_decoding=decoding).save_pretrained(folder)
+    return str(folder)
+
+
+def decoded_configs(out) -> dict[str, dict]:
+    return {json.loads(line)["method"]: json.loads(line)["config"]
+            for line in out.read_text().splitlines()}
+
+
+def test_decode_cli_takes_the_models_own_defaults_under_the_command_line(tmp_path):
+    model = model_with_decoding(tmp_path, {"multiblock": {"threshold": 0.3, "blocks": 2}})
+    out = tmp_path / "results.jsonl"
+    methods = ["--method", "multiblock", "--method", "entropy"]
+    assert invoke("--model", model, "--limit", "1", *methods, "--out", str(out)).exit_code == 0
+    configs = decoded_configs(out)
+    assert configs["multiblock"]["threshold"] == 0.3 and configs["multiblock"]["blocks"] == 2
+    assert configs["entropy"]["threshold"] == 0.5  # no default of its own: d3's
+    out.unlink()
+    result = invoke("--model", model, "--limit", "1", "--method", "multiblock",
+                    "--threshold", "0.2", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert decoded_configs(out)["multiblock"] | {"threshold": 0.2, "blocks": 2} == \
+        decoded_configs(out)["multiblock"]
+
+
+def test_decode_cli_rejects_a_models_unknown_default(tmp_path):
+    model = model_with_decoding(tmp_path, {"multiblock": {"tau": 0.3}})
+    result = invoke("--model", model, "--limit", "1", "--out", str(tmp_path / "r.jsonl"))
+    assert result.exit_code == 2
+    assert "d3_decoding defaults for multiblock name 'tau'" in result.output
 
 
 def test_decode_cli_resumes_without_duplicates(tmp_path):

@@ -9,23 +9,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 import transformers
 from safetensors import safe_open
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, GenerationConfig, PreTrainedTokenizerBase
 from transformers.utils.hub import get_checkpoint_shard_files
 
 from .families import D3, Family, ModelLoadError, detect_family, token_facts_family
 from .model import D3Config, D3Model
 
 ASSETS = Path(__file__).parent / "assets"
-DEFAULT_MODEL = "arith-teacher"
+DEFAULT_MODEL = "arith-d3"  # what `d3 decode` runs: the distilled student
+DEFAULT_TEACHER = "arith-teacher"  # what `d3 trajectories` and `d3 distill` start from
 # What a hub snapshot needs: configs, weights, tokenizer files; never remote code or .bin copies.
 ADAPTER_CONFIG = "adapter_config.json"  # a LoRA student saved by `d3 distill` without --merge
+GENERATION_CONFIG = "generation_config.json"
 HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja"]
 
 
@@ -53,6 +55,7 @@ class LoadedModel:
     tokenizer: PreTrainedTokenizerBase
     spec: ModelSpec
     family: str = D3.name
+    decoding: dict[str, dict[str, Any]] = field(default_factory=dict)  # see decoding_defaults
 
     @property
     def device(self) -> torch.device:
@@ -251,7 +254,20 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedMo
     facts = token_facts_family(raw, family)
     tokenizer = load_tokenizer(path, facts)
     return LoadedModel(name, model.eval(), tokenizer, spec_for(model, tokenizer, facts),
-                       facts.name)
+                       facts.name, decoding_defaults(path))
+
+
+def decoding_defaults(folder: Path) -> dict[str, dict[str, Any]]:
+    """The model's own `d3 decode` defaults per method, from the `d3_decoding` entry of its
+    generation_config.json (e.g. {"multiblock": {"threshold": 0.1, "blocks": 4}}); options
+    given on the command line win."""
+    if not (folder / GENERATION_CONFIG).is_file():
+        return {}
+    defaults = getattr(GenerationConfig.from_pretrained(folder), "d3_decoding", None) or {}
+    if not isinstance(defaults, dict) or not all(isinstance(v, dict) for v in defaults.values()):
+        raise ModelLoadError(f"{folder / GENERATION_CONFIG}: d3_decoding must map each method "
+                             "to its options")
+    return defaults
 
 
 def load_adapter(name: str, folder: Path, device: str, dtype: str) -> LoadedModel:
@@ -264,7 +280,8 @@ def load_adapter(name: str, folder: Path, device: str, dtype: str) -> LoadedMode
         raise ModelLoadError(f"{folder / ADAPTER_CONFIG}: names no base model")
     base = load_model(base_name, device, dtype)
     model = PeftModel.from_pretrained(base.model, folder).merge_and_unload()
-    return replace(base, name=name, model=model.eval())
+    return replace(base, name=name, model=model.eval(),
+                   decoding=decoding_defaults(folder) or base.decoding)
 
 
 def template_markers(tokenizer: PreTrainedTokenizerBase) -> list[str]:

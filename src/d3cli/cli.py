@@ -106,7 +106,9 @@ def pretrain(
 
 @app.command()
 def decode(
-    model: Annotated[str, typer.Option(help="Embedded name, local folder or hub id.")] = "",
+    model: Annotated[str, typer.Option(
+        help="Embedded name, local folder or hub id (default: arith-d3, the distilled "
+             "student; its generation_config.json sets its decoding defaults).")] = "",
     task: Annotated[str, typer.Option(help="Task: its eval prompts and its scorer.")] = "arith",
     data_file: Annotated[Path | None, typer.Option(
         help="Local data file for a real task (default: its hub dataset).")] = None,
@@ -149,7 +151,8 @@ def decode(
 ) -> None:
     """Decode prompts with one or more strategies; one JSON line per sample, then a summary."""
     from .checkpoints import DEFAULT_MODEL, ModelLoadError, load_model
-    from .decode import METHOD_OPTIONS, DecodeOptions, method_config, options_for, validate
+    from .decode import (METHOD_OPTIONS, DecodeOptions, method_config, model_defaults,
+                         options_for, validate)
     from .runner import PromptsFileError, decode_examples, done_ids, load_prompts, write_results
     from .tasks import get_task
 
@@ -170,11 +173,13 @@ def decode(
         chosen_task = get_task(task, data_file=data_file)
         examples = load_prompts(prompts) if prompts else chosen_task.eval_examples()
         loaded = load_model(model or DEFAULT_MODEL, device, dtype)
-        options = DecodeOptions(gen_length=gen_length or chosen_task.gen_length,
-                                block_size=block_size or loaded.spec.block_size,
-                                temperature=temperature, seed=seed, **given)
+        shared = {"gen_length": gen_length or chosen_task.gen_length,
+                  "block_size": block_size or loaded.spec.block_size,
+                  "temperature": temperature, "seed": seed}
+        options = {name: options_for(name, DecodeOptions(
+            **shared, **{**model_defaults(loaded.decoding, name), **given})) for name in method}
         for name in method:
-            validate(name, options_for(name, options))
+            validate(name, options[name])
     except (ModelLoadError, PromptsFileError, ValueError) as error:
         raise fail(str(error)) from None
     examples = examples[:limit]
@@ -182,7 +187,7 @@ def decode(
                     title=f"{loaded.name} on {chosen_task.name} ({len(examples)} prompts)")
     with progress_bar("accuracy") as bar:
         for name in method:
-            method_options = options_for(name, options)
+            method_options = options[name]
             skip = done_ids(out, loaded.name, chosen_task.name, name,
                             method_config(name, method_options))
             todo = [example for example in examples if example.id not in skip]
@@ -216,7 +221,7 @@ def summary_numbers(results: list, seconds: float) -> tuple[str, ...]:
 def trajectories(
     out: Annotated[Path, typer.Option(help="Folder of parquet shards and a dataset card.")],
     model: Annotated[str, typer.Option(
-        help="Teacher: embedded name, local folder or hub id.")] = "",
+        help="Teacher: embedded name, local folder or hub id (default: arith-teacher).")] = "",
     task: Annotated[str | None, typer.Option(
         help="Task whose training prompts to use (default arith).")] = None,
     dataset: Annotated[str | None, typer.Option(
@@ -246,7 +251,7 @@ def trajectories(
     resume."""
     from accelerate import PartialState
 
-    from .checkpoints import DEFAULT_MODEL, ModelLoadError, load_model, pick_device
+    from .checkpoints import DEFAULT_TEACHER, ModelLoadError, load_model, pick_device
     from .tasks import get_task
     from .tasks.dataset import DatasetTask
     from .trajectories import (
@@ -275,7 +280,7 @@ def trajectories(
         examples = chosen.train_examples(num if num or dataset else 1000)
         index, count = (parse_shard(shard) if shard else
                         (processes.process_index, processes.num_processes))
-        loaded = load_model(model or DEFAULT_MODEL,
+        loaded = load_model(model or DEFAULT_TEACHER,
                             str(processes.device) if processes.num_processes > 1 else device,
                             dtype)
         run = TrajectoryRun(
@@ -326,7 +331,8 @@ def distill(
     trajectories: Annotated[Path, typer.Option(help="Folder written by d3 trajectories.")],
     out: Annotated[Path, typer.Option(help="Student folder (checkpoints/ while training).")],
     teacher: Annotated[str, typer.Option(
-        help="Teacher (the student starts from it): embedded name, folder or hub id.")] = "",
+        help="Teacher (the student starts from it): embedded name, folder or hub id "
+             "(default: arith-teacher).")] = "",
     recipe: Annotated[str, typer.Option(help="d3 (trajectory) or dparallel.")] = "d3",
     lora: Annotated[bool | None, typer.Option(
         "--lora/--full", help="LoRA adapters or full fine-tune (default: the preset's).")] = None,
@@ -356,7 +362,7 @@ def distill(
 ) -> None:
     """Distil the teacher into a student that decodes many tokens per forward; rerun the
     same command to resume from the last checkpoint."""
-    from .checkpoints import DEFAULT_MODEL, ModelLoadError, load_model, pick_device
+    from .checkpoints import DEFAULT_TEACHER, ModelLoadError, load_model, pick_device
     from .distill import DistillJob, RichProgress, load_config, preset_path
     from .trajectories import TrajectoryFolderError
 
@@ -376,7 +382,7 @@ def distill(
             except ValueError:
                 raise ValueError(f"--window-schedule {window_schedule!r} is not a list of "
                                  "integers like 16,16,24") from None
-        loaded = load_model(teacher or DEFAULT_MODEL, device, "auto")
+        loaded = load_model(teacher or DEFAULT_TEACHER, device, "auto")
         settings = load_config(config or preset_path(loaded.family), recipe, overrides)
         job = DistillJob(loaded, trajectories, settings, out, merge, device)
         trainer = job.prepare()

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -523,6 +524,16 @@ def method_config(method: str, options: DecodeOptions) -> dict:
         for name in ("cache_delay", "refresh_interval"):
             values.pop(name, None)
     return values
+
+
+def model_defaults(decoding: dict[str, dict[str, Any]], method: str) -> dict[str, Any]:
+    """A model's own options for `method` (`LoadedModel.decoding`), checked by name."""
+    defaults = decoding.get(method, {})
+    unknown = [name for name in defaults if name not in METHOD_OPTIONS[method]]
+    if unknown:
+        raise ValueError(f"the model's d3_decoding defaults for {method} name {unknown[0]!r}, "
+                         f"which is not an option of {method}")
+    return defaults
 
 
 def options_for(method: str, options: DecodeOptions) -> DecodeOptions:
