@@ -31,15 +31,17 @@ from d3cli.tasks import Example, get_task
 from d3cli.tasks.arith import STEP_END
 
 
-def step_starts(tokens: list[int], step_end: int, stop_ids: set[int]) -> list[int]:
-    """Generation offsets where each written step (and the final answer) begins."""
-    starts = [0]
+def step_spans(tokens: list[int], step_end: int, stop_ids: set[int]) -> list[tuple[int, int]]:
+    """Generation offsets [start, end) of each written step and of the final answer (which
+    ends with its stop token; the padding after it is left out)."""
+    starts, end = [0], len(tokens)
     for offset, token in enumerate(tokens):
         if token in stop_ids:
+            end = offset + 1
             break
         if token == step_end:
             starts.append(offset + 1)
-    return starts
+    return list(zip(starts, [*starts[1:], end], strict=True))
 
 
 @torch.no_grad()
@@ -57,16 +59,14 @@ def step_entropies(loaded: LoadedModel, examples: list[Example], gen_length: int
     first, rest = [], []
     for row in range(len(examples)):
         tokens = state.generation[row].tolist()
-        starts = step_starts(tokens, step_end, set(spec.stop_token_ids))
-        ends = starts[1:] + [len(tokens)]
         canvases, wanted = [], []
-        for start, end in zip(starts, ends, strict=True):
+        for start, end in step_spans(tokens, step_end, set(spec.stop_token_ids)):
             for known in (start, start + 1):
                 canvas = state.canvas[row].clone()
                 canvas[state.prompt_length + known:] = spec.mask_token_id
                 canvases.append(canvas)
                 wanted.append(range(start, start + 1) if known == start
-                              else range(start + 1, min(end, gen_length)))
+                              else range(start + 1, end))
         batch = torch.stack(canvases)
         logits = loaded.model(batch, positions=torch.arange(batch.shape[1], device=batch.device),
                               attention_mask=state.visible[row].expand_as(batch))
