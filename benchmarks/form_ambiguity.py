@@ -19,29 +19,27 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
+from collections.abc import Sequence
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
+from d3cli.canvas import first_stop
 from d3cli.checkpoints import LoadedModel, encode_prompt, load_model
-from d3cli.decode import STRATEGIES, DecodeOptions, DecodeState, score
+from d3cli.decode import STRATEGIES, DecodeOptions, DecodeState, resolved_threshold, score
 from d3cli.runner import decode_examples
 from d3cli.tasks import Example, get_task
 from d3cli.tasks.arith import STEP_END
 
 
-def step_spans(tokens: list[int], step_end: int, stop_ids: set[int]) -> list[tuple[int, int]]:
+def step_spans(tokens: list[int], step_end: int,
+               stop_ids: Sequence[int]) -> list[tuple[int, int]]:
     """Generation offsets [start, end) of each written step and of the final answer (which
     ends with its stop token; the padding after it is left out)."""
-    starts, end = [0], len(tokens)
-    for offset, token in enumerate(tokens):
-        if token in stop_ids:
-            end = offset + 1
-            break
-        if token == step_end:
-            starts.append(offset + 1)
-    return list(zip(starts, [*starts[1:], end], strict=True))
+    stop = first_stop(tokens, stop_ids)
+    starts = [0] + [offset + 1 for offset, token in enumerate(tokens[:stop]) if token == step_end]
+    return list(zip(starts, [*starts[1:], min(stop + 1, len(tokens))], strict=True))
 
 
 @torch.no_grad()
@@ -60,7 +58,7 @@ def step_entropies(loaded: LoadedModel, examples: list[Example], gen_length: int
     for row in range(len(examples)):
         tokens = state.generation[row].tolist()
         canvases, wanted = [], []
-        for start, end in step_spans(tokens, step_end, set(spec.stop_token_ids)):
+        for start, end in step_spans(tokens, step_end, spec.stop_token_ids):
             for known in (start, start + 1):
                 canvas = state.canvas[row].clone()
                 canvas[state.prompt_length + known:] = spec.mask_token_id
@@ -102,7 +100,7 @@ def main() -> None:
         options = dataclasses.replace(
             DecodeOptions(gen_length=task.gen_length, block_size=loaded.spec.block_size),
             **defaults)
-        gamma = options.threshold if options.threshold is not None else 0.5
+        gamma = resolved_threshold("multiblock", options)
         results = list(decode_examples(loaded, task, examples, "multiblock", options,
                                        args.batch_size))
         steps = sum(r.output.count(STEP_END) + 1 for r in results)
