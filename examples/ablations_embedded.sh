@@ -11,9 +11,10 @@ BATCH=${BATCH:-128}
 sweep() {  # sweep NAME MODEL [decode options...]: the d3 student's multiblock sweep
   local name=$1 model=$2
   shift 2
-  for gamma in 0.02 0.05 0.1; do
+  for gamma in 0.1 0.2 0.3; do
     d3 decode --model "$model" --method multiblock --threshold "$gamma" --limit "$EVAL" \
-              --batch-size "$BATCH" --out "$OUT/ablation-$name.jsonl" "$@"
+              --block-add-threshold 0.6 --batch-size "$BATCH" \
+              --out "$OUT/ablation-$name.jsonl" "$@"
   done
 }
 

@@ -6,7 +6,7 @@
 set -euo pipefail
 
 OUT=${1:-runs/embedded}
-PROMPTS=${PROMPTS:-2000}          # training prompts the teacher rolls out
+PROMPTS=${PROMPTS:-4000}          # training prompts the teacher rolls out
 EVAL=${EVAL:-500}                 # held-out prompts decoded per setting
 BATCH=${BATCH:-128}
 RESULTS="$OUT/results.jsonl"
@@ -22,13 +22,15 @@ decode --model arith-teacher --method vanilla
 for tau in 0.95 0.9 0.8 0.7; do
   decode --model arith-teacher --method threshold --cache dual --threshold "$tau"
 done
-for gamma in 0.05 0.1 0.2; do
+for gamma in 0.05 0.1 0.2 0.3; do
   decode --model "$OUT/dparallel-student" --method entropy --threshold "$gamma"
 done
-for gamma in 0.02 0.05 0.1; do
-  decode --model "$OUT/d3-student" --method multiblock --blocks 4 --threshold "$gamma"
+# The d3 student runs at the block-add threshold that arith-d3 ships (its generation_config).
+for gamma in 0.1 0.2 0.3; do
   decode --model "$OUT/d3-student" --method multiblock --blocks 4 --threshold "$gamma" \
-         --cache delayed
+         --block-add-threshold 0.6
+  decode --model "$OUT/d3-student" --method multiblock --blocks 4 --threshold "$gamma" \
+         --block-add-threshold 0.6 --cache delayed
 done
 
 d3 aup "$RESULTS" --skip-first 0 --plot "$OUT/aup.png"
