@@ -27,7 +27,14 @@ from rich.table import Table
 
 from d3cli.canvas import first_stop
 from d3cli.checkpoints import LoadedModel, encode_prompt, load_model
-from d3cli.decode import STRATEGIES, DecodeOptions, DecodeState, resolved_threshold, score
+from d3cli.decode import (
+    STRATEGIES,
+    DecodeOptions,
+    DecodeState,
+    model_defaults,
+    resolved_threshold,
+    score,
+)
 from d3cli.runner import decode_examples
 from d3cli.tasks import Example, get_task
 from d3cli.tasks.arith import STEP_END
@@ -94,7 +101,7 @@ def main() -> None:
         table.add_column(column, justify="left" if column == "model" else "right")
     for name in args.models:
         loaded = load_model(name, device="cpu", dtype="float32")
-        defaults = {"blocks": 4, **loaded.decoding.get("multiblock", {})}
+        defaults = {"blocks": 4, **model_defaults(loaded.decoding, "multiblock")}
         if args.threshold is not None:
             defaults["threshold"] = args.threshold
         options = dataclasses.replace(
