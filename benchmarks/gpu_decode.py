@@ -1,0 +1,421 @@
+"""Decoding speed at real model shapes with random weights: tokens/s, TPF, decoder overhead.
+
+Random-weight models of the LLaDA-8B-Instruct and Dream-7B-Instruct shapes (algorithms.md
+§6.1, §6.2) decode random prompts (128 tokens) into 256 tokens in 32-token blocks, at batch
+1, 4 and 16, with every method. Random weights predict almost uniformly everywhere, so a hook
+(`FrontierCertainty`) sharpens the logits next to decoded text; its reach is found by
+bisection so that `multiblock` commits about the paper's TPF (9.11 LLaDA, 5 Dream). The
+output head's stop-token rows are zeroed so that no random stop token ends an answer.
+
+Each decode runs three times: recorded (the shapes of its model calls, and on CUDA its host
+synchronisations), timed, and its model calls replayed bare. Decode time over bare time is
+the decoder's overhead; tokens/s over vanilla's (one token per forward) is the speed-up.
+
+    # one H100/H200, both shapes (about 8 minutes); rows are also appended to OUT/gpu_decode.jsonl
+    python benchmarks/gpu_decode.py --device cuda --out runs/gpu
+    # a scaled-down smoke run on CPU (seconds)
+    python benchmarks/gpu_decode.py --device cpu --layers 1 --hidden 128 --vocab 2048 \\
+        --prompt-length 16 --gen-length 64 --batches 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from d3cli.canvas import first_stop
+from d3cli.checkpoints import ModelSpec
+from d3cli.decode import STRATEGIES, DecodeOptions, DecodeState
+from d3cli.model import D3Config, D3Model, KVCache
+
+HEAD_DIM = 128  # both families
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """A model geometry with its family's token facts and its d3LLM decoding setting."""
+
+    name: str
+    config: dict
+    spec: ModelSpec
+    target_tpf: float  # the paper's multiblock TPF on GSM8K-CoT (§5.1)
+    gamma: float  # §3.3, GSM8K-CoT
+    cache_delay: int
+    refresh_interval: int | None
+
+
+SHAPES = {
+    "llada": Shape(
+        "LLaDA-8B",
+        dict(vocab_size=126464, hidden_size=4096, intermediate_size=12288, num_hidden_layers=32,
+             num_attention_heads=32, rope_theta=500000.0, rms_norm_eps=1e-5),
+        ModelSpec(mask_token_id=126336, stop_token_ids=(126081, 126348), pad_token_id=126081,
+                  block_size=32),
+        target_tpf=9.11, gamma=0.5, cache_delay=2, refresh_interval=3),
+    "dream": Shape(
+        "Dream-7B",
+        dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+             num_attention_heads=28, num_key_value_heads=4, rope_theta=1e6, rms_norm_eps=1e-6,
+             attention_bias=True),
+        ModelSpec(mask_token_id=151666, stop_token_ids=(151643, 151645), pad_token_id=151643,
+                  block_size=32, logit_shift=True, commit_lowest_entropy=False,
+                  strict_entropy_threshold=True),
+        target_tpf=5.0, gamma=0.4, cache_delay=1, refresh_interval=None),
+}
+
+
+def scaled_down(shape: Shape, layers: int | None, hidden: int | None,
+                intermediate: int | None, vocab: int | None) -> Shape:
+    """The shape with fewer layers, a narrower width or a smaller vocabulary (smoke runs).
+    Heads keep their width of 128 and the family's query-per-KV-head ratio; with a smaller
+    vocabulary the special tokens move to its top ids."""
+    config, spec = dict(shape.config), shape.spec
+    if layers:
+        config["num_hidden_layers"] = layers
+    if intermediate:
+        config["intermediate_size"] = intermediate
+    if hidden:
+        group = config["num_attention_heads"] // config.get("num_key_value_heads",
+                                                            config["num_attention_heads"])
+        heads = max(hidden // HEAD_DIM, group)
+        heads -= heads % group
+        config.update(hidden_size=heads * HEAD_DIM, num_attention_heads=heads,
+                      num_key_value_heads=heads // group)
+    if vocab:
+        config["vocab_size"] = vocab
+        spec = replace(spec, mask_token_id=vocab - 1,
+                                   stop_token_ids=(vocab - 2, vocab - 3), pad_token_id=vocab - 2)
+    return replace(shape, config=config, spec=spec)
+
+
+def random_model(shape: Shape, device: torch.device, dtype: torch.dtype, seed: int) -> D3Model:
+    """The shape with N(0, 0.02) weights, built in place on the device; stop rows zeroed."""
+    config = D3Config(**shape.config, mask_token_id=shape.spec.mask_token_id)
+    with torch.device("meta"):
+        model = D3Model(config)
+    model = model.to(dtype).to_empty(device=device).eval()
+    generator = torch.Generator(device).manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("norm.weight"):
+                parameter.fill_(1.0)
+            elif name.endswith(".bias"):
+                parameter.zero_()
+            else:
+                parameter.normal_(0.0, config.initializer_range, generator=generator)
+        model.lm_head.weight[list(shape.spec.stop_token_ids)] = 0.0
+    return model
+
+
+class FrontierCertainty:
+    """A forward hook that makes a random model's certainty grow next to decoded tokens.
+
+    Random weights predict the same near-uniform distribution at every masked position, so
+    a threshold commits either nothing or whole blocks. This hook scales the logits of each
+    position by `peak · exp(-(d - 1) / reach)`, d being the distance to the nearest decoded
+    token on its left (positions before the window count as decoded): positions next to the
+    decoded text are confident, far ones are not, and each forward moves the frontier by a
+    few tokens, more with a longer `reach`.
+    """
+
+    def __init__(self, mask_id: int, peak: float, reach: float) -> None:
+        self.mask_id, self.peak, self.reach = mask_id, peak, reach
+
+    def __call__(self, module: torch.nn.Module, args: tuple, kwargs: dict,
+                 logits: torch.Tensor) -> torch.Tensor:
+        ids = args[0]
+        index = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
+        last_decoded = torch.where(ids != self.mask_id, index, -1).cummax(1).values
+        distance = (index - last_decoded).clamp_min(1)
+        factor = self.peak * torch.exp(-(distance - 1) / self.reach)
+        return logits * factor[..., None].to(logits.dtype)
+
+
+def logit_std(model: D3Model) -> float:
+    """Spread of a random model's logits: unit-RMS hidden states through N(0, σ²) weights."""
+    return model.config.initializer_range * math.sqrt(model.config.hidden_size)
+
+
+def random_prompts(shape: Shape, count: int, length: int, seed: int) -> list[list[int]]:
+    """Token ids below every special id of the shape."""
+    spec = shape.spec
+    below = min(spec.mask_token_id, spec.pad_token_id, *spec.stop_token_ids)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, below, (count, length), generator=generator).tolist()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# --- one decode: record, time, replay --------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Call:
+    """One model call of a decode, kept to be replayed bare."""
+
+    kind: str  # full (no cache) | refresh (whole canvas into the cache) | cached (a suffix)
+    args: tuple
+    kwargs: dict
+
+
+def record_calls(model: D3Model, run: Callable[[], DecodeState]) -> tuple[list[Call], int]:
+    """Run a decode, keeping a copy of every model call; also count host synchronisations
+    (CUDA only: torch's sync debug mode warns at each)."""
+    calls: list[Call] = []
+
+    def keep(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        cache = kwargs.get("cache")
+        kind = "full" if cache is None else (
+            "refresh" if args[0].shape[1] == cache.length else "cached")
+        copied = {key: value.clone() if isinstance(value, torch.Tensor) else value
+                  for key, value in kwargs.items() if key != "cache"}
+        calls.append(Call(kind, tuple(arg.clone() for arg in args), copied))
+
+    handle = model.register_forward_pre_hook(keep, with_kwargs=True)
+    cuda = next(model.parameters()).device.type == "cuda"
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if cuda:
+                torch.cuda.set_sync_debug_mode("warn")
+            run()
+    finally:
+        if cuda:
+            torch.cuda.set_sync_debug_mode("default")
+        handle.remove()
+    syncs = sum("synchroniz" in str(warning.message) for warning in caught) if cuda else 0
+    return calls, syncs
+
+
+def replay_seconds(model: D3Model, calls: Sequence[Call], batch: int, length: int) -> float:
+    """Wall time of the calls run back to back with nothing between them."""
+    if not calls:
+        return 0.0
+    device = next(model.parameters()).device
+    cache = KVCache.empty(model.config, batch, length, device, model.dtype)
+    caches = {batch: cache}
+    synchronize(device)
+    started = time.perf_counter()
+    for call in calls:
+        rows = call.args[0].shape[0]
+        if call.kind != "full" and rows not in caches:
+            caches[rows] = cache.select_rows(torch.arange(rows, device=device))
+        model(*call.args, **call.kwargs, cache=None if call.kind == "full" else caches[rows])
+    synchronize(device)
+    return time.perf_counter() - started
+
+
+@dataclasses.dataclass
+class Measured:
+    """One method at one batch size."""
+
+    shape: str
+    method: str
+    batch: int
+    tpf: float
+    tokens_per_second: float
+    iterations: int  # the decoder loop's iterations (the most forwards of any row)
+    seconds: float
+    bare_seconds: float
+    bare_ms_per_call: dict[str, float]
+    calls: dict[str, int]
+    host_syncs: int
+
+    @property
+    def overhead(self) -> float:
+        return self.seconds / self.bare_seconds
+
+    @property
+    def ms_per_iteration(self) -> float:
+        return 1000 * self.seconds / self.iterations
+
+
+def measure(model: D3Model, shape: Shape, method: str, options: DecodeOptions,
+            prompts: list[list[int]], repeats: int) -> Measured:
+    """Record, time (median of `repeats`, or of one when a decode takes over 5 s) and replay
+    one decode of `prompts` as one batch."""
+    device = next(model.parameters()).device
+    strategy = STRATEGIES[method]
+
+    def run() -> DecodeState:
+        state = DecodeState.start(prompts, shape.spec, options.gen_length, device)
+        strategy(model, state, shape.spec, options)
+        return state
+
+    with torch.no_grad():
+        calls, syncs = record_calls(model, run)
+        times, state = [], None
+        while len(times) < (repeats if not times or times[0] < 5 else 1):
+            synchronize(device)
+            started = time.perf_counter()
+            state = run()
+            synchronize(device)
+            times.append(time.perf_counter() - started)
+        length = state.canvas.shape[1]
+        kinds = sorted({call.kind for call in calls})
+        bare = {kind: replay_seconds(model, [c for c in calls if c.kind == kind], len(prompts),
+                                     length) for kind in kinds}
+    counts = {kind: sum(call.kind == kind for call in calls) for kind in kinds}
+    tokens = sum(first_stop(row, shape.spec.stop_token_ids) for row in state.generation.tolist())
+    seconds = statistics.median(times)
+    return Measured(shape.name, label(method, options), len(prompts),
+                    tokens / int(state.forwards.sum()), tokens / seconds,
+                    int(state.forwards.max()), seconds, sum(bare.values()),
+                    {kind: 1000 * bare[kind] / counts[kind] for kind in kinds}, counts, syncs)
+
+
+def label(method: str, options: DecodeOptions) -> str:
+    if method == "vanilla":
+        return "vanilla"
+    name = f"{method} {options.threshold:g}"
+    return name if options.cache == "none" else f"{name} cache {options.cache}"
+
+
+# --- the runs -------------------------------------------------------------------------------
+
+
+def method_runs(shape: Shape, base: DecodeOptions) -> list[tuple[str, DecodeOptions]]:
+    """vanilla (one token per forward), Fast-dLLM dual cache, dParallel, d3LLM without and
+    with the delayed cache, at the shape's GSM8K-CoT setting."""
+    entropy = replace(base, threshold=shape.gamma)
+    return [
+        ("vanilla", replace(base, steps=base.gen_length)),
+        ("threshold", replace(base, threshold=0.9, cache="dual")),
+        ("entropy", entropy),
+        ("multiblock", entropy),
+        ("multiblock", replace(entropy, cache="delayed", cache_delay=shape.cache_delay,
+                                           refresh_interval=shape.refresh_interval)),
+    ]
+
+
+def multiblock_tpf(model: D3Model, shape: Shape, options: DecodeOptions,
+                   prompts: list[list[int]]) -> float:
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        state = DecodeState.start(prompts, shape.spec, options.gen_length, device)
+        STRATEGIES["multiblock"](model, state, shape.spec, options)
+    tokens = sum(first_stop(row, shape.spec.stop_token_ids) for row in state.generation.tolist())
+    return tokens / int(state.forwards.sum())
+
+
+def calibrate(model: D3Model, shape: Shape, certainty: FrontierCertainty,
+              options: DecodeOptions, prompts: list[list[int]], tries: int = 12) -> float:
+    """Set `certainty.reach` so that `multiblock` commits the shape's target TPF (within 5 %),
+    by bisection on log(reach); returns the TPF reached. TPF rises with the reach."""
+    target, low, high = shape.target_tpf, 0.1, float(options.gen_length)
+    best = (math.nan, math.inf)
+    for _ in range(tries):
+        certainty.reach = math.sqrt(low * high)
+        tpf = multiblock_tpf(model, shape, options, prompts)
+        if abs(tpf - target) < abs(best[1] - target):
+            best = (certainty.reach, tpf)
+        if abs(tpf / target - 1) < 0.05:
+            break
+        low, high = (certainty.reach, high) if tpf < target else (low, certainty.reach)
+    certainty.reach = best[0]
+    return best[1]
+
+
+def table_for(rows: Sequence[Measured], title: str) -> Table:
+    table = Table("shape", "method", "batch", "TPF", "tokens/s", "× vanilla", "ms/iter",
+                  "bare ms/iter", "overhead", "bare ms per call", "syncs/iter", title=title)
+    vanilla = {(row.shape, row.batch): row.tokens_per_second for row in rows
+               if row.method == "vanilla"}
+    for row in rows:
+        reference = vanilla.get((row.shape, row.batch))
+        per_call = ", ".join(f"{kind} {ms:.1f}×{row.calls[kind]}"
+                             for kind, ms in row.bare_ms_per_call.items())
+        table.add_row(row.shape, row.method, str(row.batch), f"{row.tpf:.2f}",
+                      f"{row.tokens_per_second:.0f}",
+                      f"{row.tokens_per_second / reference:.2f}x" if reference else "-",
+                      f"{row.ms_per_iteration:.1f}",
+                      f"{1000 * row.bare_seconds / row.iterations:.1f}",
+                      f"{row.overhead:.2f}x", per_call, f"{row.host_syncs / row.iterations:.1f}")
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=["llada", "dream"])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--methods", nargs="+", choices=sorted(STRATEGIES),
+                        help="only these methods (default: all; vanilla gives the speed-up)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=["bfloat16", "float32"],
+                        help="default: bfloat16 on CUDA, float32 on CPU")
+    parser.add_argument("--prompt-length", type=int, default=128)
+    parser.add_argument("--gen-length", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3, help="timed decodes (median)")
+    parser.add_argument("--reach", type=float, help="the certainty's reach (skips calibration)")
+    parser.add_argument("--peak-logit-std", type=float, default=40.0,
+                        help="spread of the logits next to decoded text")
+    parser.add_argument("--calibration-prompts", type=int, default=4)
+    parser.add_argument("--layers", type=int, help="scale the shapes down (smoke runs)")
+    parser.add_argument("--hidden", type=int)
+    parser.add_argument("--intermediate", type=int)
+    parser.add_argument("--vocab", type=int)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="append each row to OUT/gpu_decode.jsonl")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        f"CPU, {torch.get_num_threads()} threads"
+    console = Console(width=220)
+    rows: list[Measured] = []
+    for name in args.shapes:
+        shape = scaled_down(SHAPES[name], args.layers, args.hidden, args.intermediate, args.vocab)
+        started = time.perf_counter()
+        model = random_model(shape, device, dtype, args.seed)
+        base = DecodeOptions(gen_length=args.gen_length, block_size=shape.spec.block_size)
+        runs = [(method, options) for method, options in method_runs(shape, base)
+                if not args.methods or method in args.methods]
+        certainty = FrontierCertainty(shape.spec.mask_token_id, reach=args.reach or 1.0,
+                                      peak=args.peak_logit_std / logit_std(model))
+        model.register_forward_hook(certainty, with_kwargs=True)
+        calibration = random_prompts(shape, args.calibration_prompts, args.prompt_length,
+                                     args.seed + 1)
+        tpf = math.nan if args.reach else calibrate(
+            model, shape, certainty, replace(base, threshold=shape.gamma), calibration)
+        console.print(f"{shape.name}: {sum(p.numel() for p in model.parameters()) / 1e9:.2f} B "
+                      f"parameters in {dtype}, certainty reach {certainty.reach:.3g} (multiblock "
+                      f"TPF {tpf:.2f} on {len(calibration)} prompts, target {shape.target_tpf}), "
+                      f"{time.perf_counter() - started:.0f} s")
+        for batch in args.batches:
+            prompts = random_prompts(shape, batch, args.prompt_length, args.seed)
+            for method, options in runs:
+                row = measure(model, shape, method, options, prompts, args.repeats)
+                rows.append(row)
+                console.print(f"  batch {batch} {row.method}: TPF {row.tpf:.2f}, "
+                              f"{row.tokens_per_second:.0f} tokens/s, "
+                              f"overhead {row.overhead:.2f}x")
+                if args.out:
+                    args.out.mkdir(parents=True, exist_ok=True)
+                    record = dataclasses.asdict(row) | {
+                        "device": where, "dtype": str(dtype), "torch": torch.__version__,
+                        "reach": certainty.reach, "peak": certainty.peak,
+                        "prompt_length": args.prompt_length, "gen_length": args.gen_length}
+                    with (args.out / "gpu_decode.jsonl").open("a") as handle:
+                        handle.write(json.dumps(record) + "\n")
+        del model
+    console.print(table_for(rows, f"{where}, {dtype}, prompt {args.prompt_length} + "
+                                  f"generation {args.gen_length}, block 32"))
+
+
+if __name__ == "__main__":
+    main()
