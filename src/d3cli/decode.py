@@ -121,10 +121,11 @@ def score(logits: Tensor, mask_id: int, temperature: float,
     T = 0 takes the argmax; T > 0 takes Gumbel-max over logits / T, which samples
     softmax(logits / T). Confidence (probability of the proposal) and entropy come from the
     float64 softmax of the raw logits. The mask token is never proposed, so every commit
-    makes progress.
+    makes progress: its logit becomes the lowest finite number, so that its probability is
+    exactly 0 and its p·log p term 0 (not 0·-inf).
     """
     logits = logits.double()
-    logits[..., mask_id] = -math.inf
+    logits[..., mask_id] = torch.finfo(logits.dtype).min
     if temperature > 0:
         uniform = torch.rand(logits.shape, dtype=torch.float64, device=logits.device,
                              generator=generator).clamp_min(1e-300)
@@ -133,7 +134,7 @@ def score(logits: Tensor, mask_id: int, temperature: float,
         tokens = logits.argmax(-1)
     log_probs = logits.log_softmax(-1)
     probs = log_probs.exp()
-    entropy = -(probs * torch.log(probs + 1e-12)).sum(-1)
+    entropy = -(probs * log_probs).sum(-1)
     confidence = probs.gather(-1, tokens[..., None]).squeeze(-1)
     return Scores(tokens, confidence, entropy)
 
@@ -198,7 +199,11 @@ def block_forward(model: D3Model, spec: ModelSpec, state: DecodeState, rows: Ten
 
 @contextmanager
 def rows_of(cache: KVCache, rows: Tensor) -> Iterator[KVCache]:
-    """The cache of a subset of rows, written back once the block exits."""
+    """The cache of a subset of rows, written back once the block exits (the cache itself,
+    not a copy, when the subset is every row)."""
+    if rows.numel() == cache.keys[0].shape[0]:  # rows are distinct: all of them
+        yield cache
+        return
     part = cache.select_rows(rows)
     yield part
     cache.assign_rows(rows, part)
