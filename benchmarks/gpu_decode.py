@@ -7,15 +7,17 @@ Random-weight models of the LLaDA-8B-Instruct and Dream-7B-Instruct shapes (algo
 bisection so that `multiblock` commits about the paper's TPF (9.11 LLaDA, 5 Dream). The
 output head's stop-token rows are zeroed so that no random stop token ends an answer.
 
-Each decode runs three times: recorded (the shapes of its model calls, and on CUDA its host
-synchronisations), timed, and its model calls replayed bare. Decode time over bare time is
-the decoder's overhead; tokens/s over vanilla's (one token per forward) is the speed-up.
+Each decode is recorded (a copy of every model call, and on CUDA its host synchronisations),
+timed, and then its model calls are replayed bare, back to back (at most --replay-calls of
+each kind, evenly spaced). Decode time over bare time is the decoder's overhead; tokens/s
+over vanilla's (one token per forward) is the speed-up.
 
-    # one H100/H200, both shapes (about 8 minutes); rows are also appended to OUT/gpu_decode.jsonl
+    # one H100/H200, both shapes; estimated 6-8 minutes, not yet run on a GPU.
+    # Rows are also appended to OUT/gpu_decode.jsonl as they are measured.
     python benchmarks/gpu_decode.py --device cuda --out runs/gpu
-    # a scaled-down smoke run on CPU (seconds)
-    python benchmarks/gpu_decode.py --device cpu --layers 1 --hidden 128 --vocab 2048 \\
-        --prompt-length 16 --gen-length 64 --batches 1 2
+    # a scaled-down smoke run on CPU (about a minute)
+    python benchmarks/gpu_decode.py --device cpu --layers 1 --hidden 128 --intermediate 256 \\
+        --vocab 2048 --prompt-length 16 --gen-length 64 --batches 1 4
 """
 
 from __future__ import annotations
@@ -140,6 +142,7 @@ class FrontierCertainty:
         last_decoded = torch.where(ids != self.mask_id, index, -1).cummax(1).values
         distance = (index - last_decoded).clamp_min(1)
         factor = self.peak * torch.exp(-(distance - 1) / self.reach)
+        factor = factor[:, kwargs.get("logits_slice") or slice(None)]
         return logits * factor[..., None].to(logits.dtype)
 
 
@@ -246,9 +249,10 @@ class Measured:
 
 
 def measure(model: D3Model, shape: Shape, method: str, options: DecodeOptions,
-            prompts: list[list[int]], repeats: int) -> Measured:
+            prompts: list[list[int]], repeats: int, replay_calls: int) -> Measured:
     """Record, time (median of `repeats`, or of one when a decode takes over 5 s) and replay
-    one decode of `prompts` as one batch."""
+    one decode of `prompts` as one batch. Each kind of call is replayed from at most
+    `replay_calls` of its calls, evenly spaced, and scaled to its count."""
     device = next(model.parameters()).device
     strategy = STRATEGIES[method]
 
@@ -266,17 +270,20 @@ def measure(model: D3Model, shape: Shape, method: str, options: DecodeOptions,
             state = run()
             synchronize(device)
             times.append(time.perf_counter() - started)
-        length = state.canvas.shape[1]
-        kinds = sorted({call.kind for call in calls})
-        bare = {kind: replay_seconds(model, [c for c in calls if c.kind == kind], len(prompts),
-                                     length) for kind in kinds}
-    counts = {kind: sum(call.kind == kind for call in calls) for kind in kinds}
+        by_kind = {kind: [call for call in calls if call.kind == kind]
+                   for kind in sorted({call.kind for call in calls})}
+        ms_per_call = {}
+        for kind, of_kind in by_kind.items():
+            sample = of_kind[::math.ceil(len(of_kind) / replay_calls)]
+            seconds = replay_seconds(model, sample, len(prompts), state.canvas.shape[1])
+            ms_per_call[kind] = 1000 * seconds / len(sample)
+    counts = {kind: len(of_kind) for kind, of_kind in by_kind.items()}
+    bare_seconds = sum(ms_per_call[kind] * counts[kind] for kind in counts) / 1000
     tokens = sum(first_stop(row, shape.spec.stop_token_ids) for row in state.generation.tolist())
     seconds = statistics.median(times)
     return Measured(shape.name, label(method, options), len(prompts),
                     tokens / int(state.forwards.sum()), tokens / seconds,
-                    int(state.forwards.max()), seconds, sum(bare.values()),
-                    {kind: 1000 * bare[kind] / counts[kind] for kind in kinds}, counts, syncs)
+                    int(state.forwards.max()), seconds, bare_seconds, ms_per_call, counts, syncs)
 
 
 def label(method: str, options: DecodeOptions) -> str:
@@ -361,6 +368,8 @@ def main() -> None:
     parser.add_argument("--prompt-length", type=int, default=128)
     parser.add_argument("--gen-length", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3, help="timed decodes (median)")
+    parser.add_argument("--replay-calls", type=int, default=64,
+                        help="most calls of each kind replayed bare per decode")
     parser.add_argument("--reach", type=float, help="the certainty's reach (skips calibration)")
     parser.add_argument("--peak-logit-std", type=float, default=40.0,
                         help="spread of the logits next to decoded text")
@@ -399,7 +408,8 @@ def main() -> None:
         for batch in args.batches:
             prompts = random_prompts(shape, batch, args.prompt_length, args.seed)
             for method, options in runs:
-                row = measure(model, shape, method, options, prompts, args.repeats)
+                row = measure(model, shape, method, options, prompts, args.repeats,
+                              args.replay_calls)
                 rows.append(row)
                 console.print(f"  batch {batch} {row.method}: TPF {row.tpf:.2f}, "
                               f"{row.tokens_per_second:.0f} tokens/s, "

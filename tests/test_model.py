@@ -38,6 +38,22 @@ def test_cached_window_logits_match_full_forward(teacher, arith):
         assert_window_matches_full(teacher.model, ids, visible, start, stop)
 
 
+def test_logits_slice_gives_those_positions_of_the_full_logits(teacher, arith):
+    ids, visible = teacher_batch(teacher, arith)
+    cache = KVCache.empty(teacher.model.config, ids.shape[0], ids.shape[1], "cpu", torch.float32)
+    with torch.no_grad():
+        full = teacher.model(ids, attention_mask=visible)
+        part = teacher.model(ids, attention_mask=visible, logits_slice=slice(30, 50))
+        teacher.model(ids, positions=torch.arange(ids.shape[1]), cache=cache,
+                      attention_mask=visible, logits_slice=slice(0, 1))
+        window = teacher.model(ids[:, 40:], positions=torch.arange(40, ids.shape[1]), cache=cache,
+                               attention_mask=visible)
+    assert part.shape[1] == 20
+    torch.testing.assert_close(part, full[:, 30:50], atol=1e-5, rtol=1e-5)
+    # The layers still run every position: the cache holds their K/V.
+    torch.testing.assert_close(window, full[:, 40:], atol=1e-5, rtol=1e-5)
+
+
 def test_window_forward_overwrites_only_its_cache_slots(teacher, arith):
     ids, visible = teacher_batch(teacher, arith)
     length, model = ids.shape[1], teacher.model

@@ -155,14 +155,17 @@ def top_k_per_row(values: Tensor, counts: Tensor) -> Tensor:
 
 
 def suffix_forward(model: D3Model, spec: ModelSpec, state: DecodeState, rows: Tensor,
-                   cache: KVCache | None, fresh_from: Tensor | None) -> tuple[Tensor, int]:
+                   cache: KVCache | None, fresh_from: Tensor | None,
+                   span: tuple[int, int] | None = None) -> tuple[Tensor, int]:
     """One forward over a suffix of the canvas for `rows`; logits for generation positions.
 
     Without a cache this is the full forward. With a cache, row r recomputes positions from
     `fresh_from[r]` (absolute) on and reads its cached K/V before that; the window starts at
     the smallest `fresh_from` (one earlier under a logit shift) and slots a row keeps are
-    not overwritten. Returns (logits [rows, G - g0, V], g0) covering generation positions
-    g0..G-1, shifted by one position first when the spec says so (Dream, §6.2).
+    not overwritten. Returns (logits [rows, g1 - g0, V], g0) for generation positions
+    [g0, g1): `span` when given (it must lie in the window), else from the window's first
+    generation position to the end. Under a logit shift (Dream, §6.2) position p reads the
+    output at p - 1, and the window's first position its own.
     """
     shift = int(spec.logit_shift)
     start = 0 if cache is None or fresh_from is None else max(int(fresh_from.min()) - shift, 0)
@@ -171,13 +174,15 @@ def suffix_forward(model: D3Model, spec: ModelSpec, state: DecodeState, rows: Te
     keep = None
     if cache is not None and fresh_from is not None and start < int(fresh_from.max()):
         keep = positions[None, :] < fresh_from[:, None]
+    first, end = (max(start, state.prompt_length), ids.shape[1]) if span is None else (
+        state.prompt_length + span[0], state.prompt_length + span[1])
+    outputs = slice(max(first - shift - start, 0), end - shift - start)
     logits = model(ids[:, start:], positions=positions, cache=cache,
                    attention_mask=visible if cache is not None else visible[:, start:],
-                   keep_cached=keep)
-    if shift:
-        logits = torch.cat([logits[:, :1], logits[:, :-1]], 1)
-    first_gen = max(start, state.prompt_length)
-    return logits[:, first_gen - start:], first_gen - state.prompt_length
+                   keep_cached=keep, logits_slice=outputs)
+    if first - shift < start:  # the window's first position reuses its own output
+        logits = torch.cat([logits[:, :1], logits], 1)
+    return logits, first - state.prompt_length
 
 
 def block_forward(model: D3Model, spec: ModelSpec, state: DecodeState, rows: Tensor,
@@ -192,9 +197,19 @@ def block_forward(model: D3Model, spec: ModelSpec, state: DecodeState, rows: Ten
     positions = block_start[:, None] + offsets[None, :]
     ids = state.canvas[rows].gather(1, positions)
     keep = (offsets < 0).expand_as(positions) if shift else None
-    logits = model(ids, positions=positions, cache=cache, attention_mask=state.visible[rows],
-                   keep_cached=keep)
-    return logits[:, :width] if shift else logits
+    return model(ids, positions=positions, cache=cache, attention_mask=state.visible[rows],
+                 keep_cached=keep, logits_slice=slice(0, width))
+
+
+def blocks_span(blocks: Tensor, block_size: int) -> tuple[int, int]:
+    """Generation positions [start, end) from the first to the last of `blocks` (host ints)."""
+    low, high = torch.stack([blocks.min(), blocks.max()]).tolist()
+    return low * block_size, (high + 1) * block_size
+
+
+def at_positions(logits: Tensor, first: int, positions: Tensor) -> Tensor:
+    """Rows of `logits` [rows, n, V] (generation positions first..) at `positions` [rows, k]."""
+    return logits.gather(1, (positions - first)[:, :, None].expand(-1, -1, logits.shape[-1]))
 
 
 @contextmanager
@@ -240,16 +255,15 @@ def decode_semi_ar(model: D3Model, state: DecodeState, spec: ModelSpec, options:
                              dtype=model.dtype)
         full = cached_block[rows] != block if cache is not None else torch.ones_like(block).bool()
         if full.any():
-            sub = rows[full]
+            sub, span = rows[full], blocks_span(block[full], block_size)
             if cache is None:
-                gen_logits, _ = suffix_forward(model, spec, state, sub, None, None)
+                gen_logits, first = suffix_forward(model, spec, state, sub, None, None, span)
             else:
                 with rows_of(cache, sub) as part:
-                    gen_logits, _ = suffix_forward(model, spec, state, sub, part,
-                                                   torch.zeros_like(sub))
+                    gen_logits, first = suffix_forward(model, spec, state, sub, part,
+                                                       torch.zeros_like(sub), span)
                 cached_block[sub] = block[full]
-            logits[full] = gen_logits.gather(1, positions[full, :, None].expand(
-                -1, -1, gen_logits.shape[-1]))
+            logits[full] = at_positions(gen_logits, first, positions[full])
         if (~full).any():
             sub = rows[~full]
             block_start = state.prompt_length + block[~full] * block_size
@@ -259,10 +273,10 @@ def decode_semi_ar(model: D3Model, state: DecodeState, spec: ModelSpec, options:
                                                   block_size)
                 else:  # prefix: recompute from the block start on, read the prefix from cache
                     gen_logits, first = suffix_forward(model, spec, state, sub, part,
-                                                       block_start)
+                                                       block_start,
+                                                       blocks_span(block[~full], block_size))
             if cache_mode == "prefix":
-                index = (positions[~full] - first)[:, :, None].expand(-1, -1, gen_logits.shape[-1])
-                logits[~full] = gen_logits.gather(1, index)
+                logits[~full] = at_positions(gen_logits, first, positions[~full])
         state.count_forward(rows)
         scores = score(logits, spec.mask_token_id, options.temperature, generator)
         candidates = masked.gather(1, positions)
@@ -408,17 +422,20 @@ def decode_multiblock(model: D3Model, state: DecodeState, spec: ModelSpec,
         full[opened, new_block[opened]] = last_progress[opened] >= options.decoded_token_threshold
         table.created[rows], table.full[rows] = created, full
 
+        # Candidates: masked positions of created blocks; only their span gets logits.
+        candidates = masked & created.gather(1, block_of_position.expand(len(rows), -1))
+        span = candidate_span(candidates)
         if cache is None:
-            logits, first = suffix_forward(model, spec, state, rows, None, None)
+            logits, _ = suffix_forward(model, spec, state, rows, None, None, span)
         else:
             fresh_from = plan_delayed_cache(table, rows, masks_left, state.forwards[rows.cpu()]
                                             .to(device) + 1, starts, ends, options)
             with rows_of(cache, rows) as part:
-                logits, first = suffix_forward(model, spec, state, rows, part, fresh_from)
+                logits, _ = suffix_forward(model, spec, state, rows, part, fresh_from, span)
         state.count_forward(rows)
         scores = score(logits, spec.mask_token_id, options.temperature, generator)
-        window_blocks = block_of_position[first:]
-        candidates = masked[:, first:] & created.gather(1, window_blocks.expand(len(rows), -1))
+        window_blocks = block_of_position[span[0]:span[1]]
+        candidates = candidates[:, span[0]:span[1]]
         commit = entropy_selection(scores.entropy, candidates, gamma, spec)
         # §3.1 step 10: the first full block with masks gets its lowest-entropy position.
         first_full = (full & (masks_left > 0)).int().argmax(1)
@@ -432,8 +449,19 @@ def decode_multiblock(model: D3Model, state: DecodeState, spec: ModelSpec,
             never_mask = torch.tensor([spec.mask_token_id], device=device)
             greedy = logits.index_fill(-1, never_mask, -math.inf).argmax(-1)
             tokens = torch.where(forced, greedy, tokens)
-        window = torch.arange(first, gen_length, device=device).expand(len(rows), -1)
+        window = torch.arange(*span, device=device).expand(len(rows), -1)
         state.commit(rows, window, tokens, commit | forced)
+
+
+def candidate_span(candidates: Tensor) -> tuple[int, int]:
+    """Generation positions [start, end) from the first to the last candidate of any row
+    (host ints; every decoding row has a candidate)."""
+    present = candidates.any(0)
+    index = torch.arange(len(present), device=present.device)
+    bounds = torch.stack([torch.where(present, index, len(present)).min(),
+                          torch.where(present, index, -1).max()])
+    first, last = bounds.tolist()
+    return first, last + 1
 
 
 def fill_after_first_stop(state: DecodeState, spec: ModelSpec, table: BlockTable,

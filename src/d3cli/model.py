@@ -241,13 +241,15 @@ class D3Model(PreTrainedModel):
 
     def forward(self, input_ids: Tensor, positions: Tensor | None = None,
                 cache: KVCache | None = None, attention_mask: Tensor | None = None,
-                keep_cached: Tensor | None = None) -> Tensor:
+                keep_cached: Tensor | None = None, logits_slice: slice | None = None) -> Tensor:
         """Logits for the window `input_ids` [batch, width] at absolute `positions`.
 
         `positions` is [width] (shared by the rows) or [batch, width]; default 0..width-1.
         `attention_mask` [batch, keys] (True = visible) hides padding; its key axis is the
         whole cached sequence when a cache is given, else the window. With a cache, the
         window's K/V overwrite their slots except where `keep_cached` [batch, width] is True.
+        `logits_slice` (window indices) limits the output head to the positions a caller
+        reads; every position is still run through the layers.
         """
         width = input_ids.shape[1]
         if positions is None:
@@ -261,6 +263,8 @@ class D3Model(PreTrainedModel):
             cache_write = None if cache is None else partial(
                 cache.write, index, positions=positions, keep_cached=keep_cached)
             hidden = layer(hidden, rope, key_mask, cache_write)
+        if logits_slice is not None:
+            hidden = hidden[:, logits_slice]
         return self.lm_head(self.norm(hidden))
 
 
