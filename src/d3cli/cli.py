@@ -151,8 +151,14 @@ def decode(
 ) -> None:
     """Decode prompts with one or more strategies; one JSON line per sample, then a summary."""
     from .checkpoints import DEFAULT_MODEL, ModelLoadError, load_model
-    from .decode import (METHOD_OPTIONS, DecodeOptions, method_config, model_defaults,
-                         options_for, validate)
+    from .decode import (
+        METHOD_OPTIONS,
+        DecodeOptions,
+        method_config,
+        model_defaults,
+        options_for,
+        validate,
+    )
     from .runner import PromptsFileError, decode_examples, done_ids, load_prompts, write_results
     from .tasks import get_task
 
