@@ -14,7 +14,7 @@ over vanilla's (one token per forward) is the speed-up.
 
     # one H100/H200, both shapes; estimated 6-8 minutes, not yet run on a GPU.
     # Rows are also appended to OUT/gpu_decode.jsonl as they are measured.
-    python benchmarks/gpu_decode.py --device cuda --out runs/gpu
+    python benchmarks/gpu_decode.py --device cuda --profile --out runs/gpu
     # a scaled-down smoke run on CPU (about a minute)
     python benchmarks/gpu_decode.py --device cpu --layers 1 --hidden 128 --intermediate 256 \\
         --vocab 2048 --prompt-length 16 --gen-length 64 --batches 1 4
@@ -338,6 +338,22 @@ def calibrate(model: D3Model, shape: Shape, certainty: FrontierCertainty,
     return best[1]
 
 
+def profile_table(model: D3Model, shape: Shape, method: str, options: DecodeOptions,
+                  prompts: list[list[int]], rows: int = 25) -> str:
+    """torch.profiler over one decode: the operators that take its time, by self time on the
+    device (CUDA) or the CPU."""
+    device = next(model.parameters()).device
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.no_grad(), torch.profiler.profile(activities=activities) as profiler:
+        state = DecodeState.start(prompts, shape.spec, options.gen_length, device)
+        STRATEGIES[method](model, state, shape.spec, options)
+        synchronize(device)
+    order = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return profiler.key_averages().table(sort_by=order, row_limit=rows)
+
+
 def table_for(rows: Sequence[Measured], title: str) -> Table:
     table = Table("shape", "method", "batch", "TPF", "tokens/s", "× vanilla", "ms/iter",
                   "bare ms/iter", "overhead", "bare ms per call", "syncs/iter", title=title)
@@ -379,6 +395,8 @@ def main() -> None:
     parser.add_argument("--intermediate", type=int)
     parser.add_argument("--vocab", type=int)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile the last method at batch 1 (OUT/profile-SHAPE.txt)")
     parser.add_argument("--out", type=Path, help="append each row to OUT/gpu_decode.jsonl")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -422,6 +440,13 @@ def main() -> None:
                         "prompt_length": args.prompt_length, "gen_length": args.gen_length}
                     with (args.out / "gpu_decode.jsonl").open("a") as handle:
                         handle.write(json.dumps(record) + "\n")
+        if args.profile:
+            method, options = runs[-1]
+            table = profile_table(model, shape, method, options,
+                                  random_prompts(shape, 1, args.prompt_length, args.seed))
+            console.print(f"{shape.name}, {label(method, options)}, batch 1:\n{table}")
+            if args.out:
+                (args.out / f"profile-{name}.txt").write_text(table)
         del model
     console.print(table_for(rows, f"{where}, {dtype}, prompt {args.prompt_length} + "
                                   f"generation {args.gen_length}, block 32"))
