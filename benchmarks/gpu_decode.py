@@ -205,20 +205,16 @@ def record_calls(model: D3Model, run: Callable[[], DecodeState]) -> tuple[list[C
     return calls, syncs
 
 
-def replay_seconds(model: D3Model, calls: Sequence[Call], batch: int, length: int) -> float:
+def replay_seconds(model: D3Model, calls: Sequence[Call], length: int) -> float:
     """Wall time of the calls run back to back with nothing between them."""
-    if not calls:
-        return 0.0
     device = next(model.parameters()).device
-    cache = KVCache.empty(model.config, batch, length, device, model.dtype)
-    caches = {batch: cache}
+    caches = {rows: KVCache.empty(model.config, rows, length, device, model.dtype)
+              for rows in {call.args[0].shape[0] for call in calls if call.kind != "full"}}
     synchronize(device)
     started = time.perf_counter()
     for call in calls:
-        rows = call.args[0].shape[0]
-        if call.kind != "full" and rows not in caches:
-            caches[rows] = cache.select_rows(torch.arange(rows, device=device))
-        model(*call.args, **call.kwargs, cache=None if call.kind == "full" else caches[rows])
+        cache = None if call.kind == "full" else caches[call.args[0].shape[0]]
+        model(*call.args, **call.kwargs, cache=cache)
     synchronize(device)
     return time.perf_counter() - started
 
@@ -275,7 +271,7 @@ def measure(model: D3Model, shape: Shape, method: str, options: DecodeOptions,
         ms_per_call = {}
         for kind, of_kind in by_kind.items():
             sample = of_kind[::math.ceil(len(of_kind) / replay_calls)]
-            seconds = replay_seconds(model, sample, len(prompts), state.canvas.shape[1])
+            seconds = replay_seconds(model, sample, state.canvas.shape[1])
             ms_per_call[kind] = 1000 * seconds / len(sample)
     counts = {kind: len(of_kind) for kind, of_kind in by_kind.items()}
     bare_seconds = sum(ms_per_call[kind] * counts[kind] for kind in counts) / 1000
