@@ -167,6 +167,22 @@ def synchronize(device: torch.device) -> None:
 # --- one decode: record, time, replay --------------------------------------------------------
 
 
+def decode(model: D3Model, shape: Shape, method: str, options: DecodeOptions,
+           prompts: list[list[int]]) -> DecodeState:
+    """One decode of `prompts` as one batch."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        state = DecodeState.start(prompts, shape.spec, options.gen_length, device)
+        STRATEGIES[method](model, state, shape.spec, options)
+    return state
+
+
+def tokens_per_forward(state: DecodeState, spec: ModelSpec) -> float:
+    """Answer tokens before the first stop token over forwards, summed over the rows."""
+    tokens = sum(first_stop(row, spec.stop_token_ids) for row in state.generation.tolist())
+    return tokens / int(state.forwards.sum())
+
+
 @dataclasses.dataclass
 class Call:
     """One model call of a decode, kept to be replayed bare."""
@@ -250,12 +266,9 @@ def measure(model: D3Model, shape: Shape, method: str, options: DecodeOptions,
     one decode of `prompts` as one batch. Each kind of call is replayed from at most
     `replay_calls` of its calls, evenly spaced, and scaled to its count."""
     device = next(model.parameters()).device
-    strategy = STRATEGIES[method]
 
     def run() -> DecodeState:
-        state = DecodeState.start(prompts, shape.spec, options.gen_length, device)
-        strategy(model, state, shape.spec, options)
-        return state
+        return decode(model, shape, method, options, prompts)
 
     with torch.no_grad():
         calls, syncs = record_calls(model, run)
@@ -275,11 +288,10 @@ def measure(model: D3Model, shape: Shape, method: str, options: DecodeOptions,
             ms_per_call[kind] = 1000 * seconds / len(sample)
     counts = {kind: len(of_kind) for kind, of_kind in by_kind.items()}
     bare_seconds = sum(ms_per_call[kind] * counts[kind] for kind in counts) / 1000
-    tokens = sum(first_stop(row, shape.spec.stop_token_ids) for row in state.generation.tolist())
-    seconds = statistics.median(times)
-    return Measured(shape.name, label(method, options), len(prompts),
-                    tokens / int(state.forwards.sum()), tokens / seconds,
-                    int(state.forwards.max()), seconds, bare_seconds, ms_per_call, counts, syncs)
+    tpf, seconds = tokens_per_forward(state, shape.spec), statistics.median(times)
+    return Measured(shape.name, label(method, options), len(prompts), tpf,
+                    tpf * int(state.forwards.sum()) / seconds, int(state.forwards.max()),
+                    seconds, bare_seconds, ms_per_call, counts, syncs)
 
 
 def label(method: str, options: DecodeOptions) -> str:
@@ -302,18 +314,8 @@ def method_runs(shape: Shape, base: DecodeOptions) -> list[tuple[str, DecodeOpti
         ("entropy", entropy),
         ("multiblock", entropy),
         ("multiblock", replace(entropy, cache="delayed", cache_delay=shape.cache_delay,
-                                           refresh_interval=shape.refresh_interval)),
+                               refresh_interval=shape.refresh_interval)),
     ]
-
-
-def multiblock_tpf(model: D3Model, shape: Shape, options: DecodeOptions,
-                   prompts: list[list[int]]) -> float:
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        state = DecodeState.start(prompts, shape.spec, options.gen_length, device)
-        STRATEGIES["multiblock"](model, state, shape.spec, options)
-    tokens = sum(first_stop(row, shape.spec.stop_token_ids) for row in state.generation.tolist())
-    return tokens / int(state.forwards.sum())
 
 
 def calibrate(model: D3Model, shape: Shape, certainty: FrontierCertainty,
@@ -324,7 +326,8 @@ def calibrate(model: D3Model, shape: Shape, certainty: FrontierCertainty,
     best = (math.nan, math.inf)
     for _ in range(tries):
         certainty.reach = math.sqrt(low * high)
-        tpf = multiblock_tpf(model, shape, options, prompts)
+        tpf = tokens_per_forward(decode(model, shape, "multiblock", options, prompts),
+                                 shape.spec)
         if abs(tpf - target) < abs(best[1] - target):
             best = (certainty.reach, tpf)
         if abs(tpf / target - 1) < 0.05:
@@ -342,9 +345,8 @@ def profile_table(model: D3Model, shape: Shape, method: str, options: DecodeOpti
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.no_grad(), torch.profiler.profile(activities=activities) as profiler:
-        state = DecodeState.start(prompts, shape.spec, options.gen_length, device)
-        STRATEGIES[method](model, state, shape.spec, options)
+    with torch.profiler.profile(activities=activities) as profiler:
+        decode(model, shape, method, options, prompts)
         synchronize(device)
     order = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     return profiler.key_averages().table(sort_by=order, row_limit=rows)
