@@ -156,16 +156,15 @@ def top_k_per_row(values: Tensor, counts: Tensor) -> Tensor:
 
 def suffix_forward(model: D3Model, spec: ModelSpec, state: DecodeState, rows: Tensor,
                    cache: KVCache | None, fresh_from: Tensor | None,
-                   span: tuple[int, int] | None = None) -> tuple[Tensor, int]:
+                   span: tuple[int, int]) -> Tensor:
     """One forward over a suffix of the canvas for `rows`; logits for generation positions.
 
     Without a cache this is the full forward. With a cache, row r recomputes positions from
     `fresh_from[r]` (absolute) on and reads its cached K/V before that; the window starts at
     the smallest `fresh_from` (one earlier under a logit shift) and slots a row keeps are
-    not overwritten. Returns (logits [rows, g1 - g0, V], g0) for generation positions
-    [g0, g1): `span` when given (it must lie in the window), else from the window's first
-    generation position to the end. Under a logit shift (Dream, §6.2) position p reads the
-    output at p - 1, and the window's first position its own.
+    not overwritten. Returns logits [rows, g1 - g0, V] for the generation positions
+    `span` = [g0, g1), which must lie in the window. Under a logit shift (Dream, §6.2)
+    position p reads the output at p - 1, and the window's first position its own.
     """
     shift = int(spec.logit_shift)
     start = 0 if cache is None or fresh_from is None else max(int(fresh_from.min()) - shift, 0)
@@ -174,15 +173,14 @@ def suffix_forward(model: D3Model, spec: ModelSpec, state: DecodeState, rows: Te
     keep = None
     if cache is not None and fresh_from is not None and start < int(fresh_from.max()):
         keep = positions[None, :] < fresh_from[:, None]
-    first, end = (max(start, state.prompt_length), ids.shape[1]) if span is None else (
-        state.prompt_length + span[0], state.prompt_length + span[1])
+    first, end = (state.prompt_length + position for position in span)
     outputs = slice(max(first - shift - start, 0), end - shift - start)
     logits = model(ids[:, start:], positions=positions, cache=cache,
                    attention_mask=visible if cache is not None else visible[:, start:],
                    keep_cached=keep, logits_slice=outputs)
     if first - shift < start:  # the window's first position reuses its own output
         logits = torch.cat([logits[:, :1], logits], 1)
-    return logits, first - state.prompt_length
+    return logits
 
 
 def block_forward(model: D3Model, spec: ModelSpec, state: DecodeState, rows: Tensor,
@@ -257,13 +255,13 @@ def decode_semi_ar(model: D3Model, state: DecodeState, spec: ModelSpec, options:
         if full.any():
             sub, span = rows[full], blocks_span(block[full], block_size)
             if cache is None:
-                gen_logits, first = suffix_forward(model, spec, state, sub, None, None, span)
+                gen_logits = suffix_forward(model, spec, state, sub, None, None, span)
             else:
                 with rows_of(cache, sub) as part:
-                    gen_logits, first = suffix_forward(model, spec, state, sub, part,
-                                                       torch.zeros_like(sub), span)
+                    gen_logits = suffix_forward(model, spec, state, sub, part,
+                                                torch.zeros_like(sub), span)
                 cached_block[sub] = block[full]
-            logits[full] = at_positions(gen_logits, first, positions[full])
+            logits[full] = at_positions(gen_logits, span[0], positions[full])
         if (~full).any():
             sub = rows[~full]
             block_start = state.prompt_length + block[~full] * block_size
@@ -272,11 +270,11 @@ def decode_semi_ar(model: D3Model, state: DecodeState, spec: ModelSpec, options:
                     logits[~full] = block_forward(model, spec, state, sub, part, block_start,
                                                   block_size)
                 else:  # prefix: recompute from the block start on, read the prefix from cache
-                    gen_logits, first = suffix_forward(model, spec, state, sub, part,
-                                                       block_start,
-                                                       blocks_span(block[~full], block_size))
+                    span = blocks_span(block[~full], block_size)
+                    gen_logits = suffix_forward(model, spec, state, sub, part, block_start,
+                                                span)
             if cache_mode == "prefix":
-                logits[~full] = at_positions(gen_logits, first, positions[~full])
+                logits[~full] = at_positions(gen_logits, span[0], positions[~full])
         state.count_forward(rows)
         scores = score(logits, spec.mask_token_id, options.temperature, generator)
         candidates = masked.gather(1, positions)
@@ -426,12 +424,12 @@ def decode_multiblock(model: D3Model, state: DecodeState, spec: ModelSpec,
         candidates = masked & created.gather(1, block_of_position.expand(len(rows), -1))
         span = candidate_span(candidates)
         if cache is None:
-            logits, _ = suffix_forward(model, spec, state, rows, None, None, span)
+            logits = suffix_forward(model, spec, state, rows, None, None, span)
         else:
             fresh_from = plan_delayed_cache(table, rows, masks_left, state.forwards[rows.cpu()]
                                             .to(device) + 1, starts, ends, options)
             with rows_of(cache, rows) as part:
-                logits, _ = suffix_forward(model, spec, state, rows, part, fresh_from, span)
+                logits = suffix_forward(model, spec, state, rows, part, fresh_from, span)
         state.count_forward(rows)
         scores = score(logits, spec.mask_token_id, options.temperature, generator)
         window_blocks = block_of_position[span[0]:span[1]]
