@@ -7,12 +7,17 @@ same process:
     python benchmarks/decode_cpu.py tradeoff --limit 500 --thresholds 0.9 0.7 0.5 0.3
     # every method: accuracy, TPF, wall-clock speed-up over vanilla; batch 1 vs batch 64
     python benchmarks/decode_cpu.py methods --limit 200
+    # slot refill against fixed batches, and host reads every 1, 2 or 4 iterations
+    python benchmarks/decode_cpu.py refill --limit 1000
+    # torch.compile against eager
+    python benchmarks/decode_cpu.py compile --limit 500
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import time
 from pathlib import Path
 
@@ -34,6 +39,12 @@ METHOD_RUNS = [
     ("multiblock", {"threshold": 0.5, "blocks": 4, "cache": "delayed"}),
 ]
 
+REFILL_RUNS = [
+    ("threshold", {"threshold": 0.9, "cache": "dual"}),
+    ("multiblock", {"threshold": 0.5, "blocks": 4}),
+    ("multiblock", {"threshold": 0.5, "blocks": 4, "cache": "delayed"}),
+]
+
 
 @dataclasses.dataclass
 class Measured:
@@ -45,9 +56,16 @@ class Measured:
 
 
 def measure(loaded, task, examples, method: str, options: DecodeOptions, batch_size: int,
-            out: Path | None) -> Measured:
+            out: Path | None, sync_every: int = 1, compile: bool = False,
+            fixed: bool = False) -> Measured:
+    """One decode of `examples`; `fixed` decodes them in separate batches of `batch_size`
+    (no slot refill across batches: the batch waits for its slowest row)."""
     started = time.perf_counter()
-    stream = decode_examples(loaded, task, examples, method, options, batch_size)
+    chunks = [examples[start:start + batch_size] for start in range(0, len(examples),
+                                                                     batch_size)]
+    stream = itertools.chain.from_iterable(
+        decode_examples(loaded, task, chunk, method, options, batch_size, sync_every, compile)
+        for chunk in (chunks if fixed else [examples]))
     results = list(write_results(stream, out) if out else stream)
     seconds = time.perf_counter() - started
     tokens = sum(r.gen_tokens for r in results)
@@ -99,9 +117,53 @@ def methods(args, loaded, task, examples, base: DecodeOptions) -> Table:
     return table
 
 
+def refill(args, loaded, task, examples, base: DecodeOptions) -> Table:
+    table = Table("method", "batches", "host read every", "accuracy %", "TPF", "seconds",
+                  "tokens/s", "× fixed batches",
+                  title=f"{args.model}: {len(examples)} held-out {task.name} prompts, "
+                        f"{args.batch_size} slots, {torch.get_num_threads()} CPU threads")
+    for method, settings in REFILL_RUNS:
+        options = dataclasses.replace(base, **settings)
+        fixed = measure(loaded, task, examples, method, options, args.batch_size, None,
+                        fixed=True)
+        rows = [("fixed", 1, fixed)] + [
+            ("refill", every, measure(loaded, task, examples, method, options,
+                                      args.batch_size, None, sync_every=every))
+            for every in (1, 2, 4)]
+        for mode, every, result in rows:
+            table.add_row(label(options, method, settings), mode, str(every),
+                          f"{result.accuracy:.1f}", f"{result.tpf:.2f}",
+                          f"{result.seconds:.1f}", f"{result.tokens / result.seconds:.0f}",
+                          f"{fixed.seconds / result.seconds:.2f}x")
+    return table
+
+
+def compiled(args, loaded, task, examples, base: DecodeOptions) -> Table:
+    table = Table("method", "forward", "accuracy %", "TPF", "seconds", "tokens/s", "× eager",
+                  title=f"{args.model}: {len(examples)} held-out {task.name} prompts, "
+                        f"batch {args.batch_size}, {torch.get_num_threads()} CPU threads "
+                        "(compilation before the timer)")
+    for method, settings in REFILL_RUNS:
+        options = dataclasses.replace(base, **settings)
+        eager = measure(loaded, task, examples, method, options, args.batch_size, None)
+        measure(loaded, task, examples[:args.batch_size], method, options, args.batch_size,
+                None, compile=True)  # compiles every forward shape of the method
+        fast = measure(loaded, task, examples, method, options, args.batch_size, None,
+                       compile=True)
+        for name, result in (("eager", eager), ("compiled", fast)):
+            table.add_row(label(options, method, settings), name, f"{result.accuracy:.1f}",
+                          f"{result.tpf:.2f}", f"{result.seconds:.1f}",
+                          f"{result.tokens / result.seconds:.0f}",
+                          f"{eager.seconds / result.seconds:.2f}x")
+    return table
+
+
+SUITES = {"tradeoff": tradeoff, "methods": methods, "refill": refill, "compile": compiled}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("suite", choices=["tradeoff", "methods"])
+    parser.add_argument("suite", choices=sorted(SUITES))
     parser.add_argument("--model", default="arith-teacher")
     parser.add_argument("--task", default="arith")
     parser.add_argument("--limit", type=int, default=500)
@@ -116,8 +178,7 @@ def main() -> None:
     task = get_task(args.task)
     examples = task.eval_examples(args.limit)
     base = DecodeOptions(gen_length=task.gen_length, block_size=loaded.spec.block_size)
-    suite = tradeoff if args.suite == "tradeoff" else methods
-    Console(width=200).print(suite(args, loaded, task, examples, base))
+    Console(width=200).print(SUITES[args.suite](args, loaded, task, examples, base))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from d3cli.checkpoints import LoadedModel, encode_prompt, load_model
 from d3cli.decode import (
     STRATEGIES,
     DecodeOptions,
-    DecodeState,
+    decode_prompts,
     model_defaults,
     resolved_threshold,
     score,
@@ -56,26 +56,24 @@ def step_entropies(loaded: LoadedModel, examples: list[Example], gen_length: int
     one-token-per-forward answers, each step seen with its own and later tokens masked
     (first token), or with only its first token written (the others)."""
     spec = loaded.spec
-    state = DecodeState.start([encode_prompt(loaded, e.prompt) for e in examples], spec,
-                              gen_length, loaded.device)
-    STRATEGIES["vanilla"](loaded.model, state, spec,
-                          DecodeOptions(gen_length=gen_length, block_size=block_size))
+    prompts = [encode_prompt(loaded, e.prompt) for e in examples]
+    answers = {done.index: done.tokens for done in decode_prompts(
+        loaded.model, spec, prompts, range(len(prompts)), STRATEGIES["vanilla"],
+        DecodeOptions(gen_length=gen_length, block_size=block_size), len(prompts))}
     step_end = loaded.tokenizer.convert_tokens_to_ids(STEP_END)
     first, rest = [], []
-    for row in range(len(examples)):
-        tokens = state.generation[row].tolist()
+    for row, prompt in enumerate(prompts):
+        tokens = answers[row]
         canvases, wanted = [], []
         for start, end in step_spans(tokens, step_end, spec.stop_token_ids):
             for known in (start, start + 1):
-                canvas = state.canvas[row].clone()
-                canvas[state.prompt_length + known:] = spec.mask_token_id
+                canvas = prompt + tokens[:known] + [spec.mask_token_id] * (gen_length - known)
                 canvases.append(canvas)
                 wanted.append(range(start, start + 1) if known == start
                               else range(start + 1, end))
-        batch = torch.stack(canvases)
-        logits = loaded.model(batch, positions=torch.arange(batch.shape[1], device=batch.device),
-                              attention_mask=state.visible[row].expand_as(batch))
-        entropy = score(logits[:, state.prompt_length:], spec.mask_token_id, 0.0, None).entropy
+        batch = torch.tensor(canvases, device=loaded.device)
+        logits = loaded.model(batch)[:, len(prompt):]
+        entropy = score(logits, spec.mask_token_id, 0.0, None, torch.float64).entropy
         for index, offsets in enumerate(wanted):
             target = first if index % 2 == 0 else rest
             target.extend(float(entropy[index, offset]) for offset in offsets)

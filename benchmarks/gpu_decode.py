@@ -7,14 +7,18 @@ Random-weight models of the LLaDA-8B-Instruct and Dream-7B-Instruct shapes (algo
 bisection so that `multiblock` commits about the paper's TPF (9.11 LLaDA, 5 Dream). The
 output head's stop-token rows are zeroed so that no random stop token ends an answer.
 
-Each decode is recorded (a copy of every model call, and on CUDA its host synchronisations),
-timed, and then its model calls are replayed bare, back to back (at most --replay-calls of
-each kind, evenly spaced). Decode time over bare time is the decoder's overhead; tokens/s
-over vanilla's (one token per forward) is the speed-up.
+Each decode is recorded (a copy of every model call, and the calls that would make the host
+wait for the device), timed, and then its model calls are replayed bare, back to back (at
+most --replay-calls of each kind, evenly spaced). Decode time over bare time is the
+decoder's overhead; tokens/s over vanilla's (one token per forward) is the speed-up.
+`--compile` runs the forward under torch.compile (CUDA graphs on CUDA) in the decodes and
+in the bare replays alike.
 
     # one H100/H200, both shapes; estimated 6-8 minutes, not yet run on a GPU.
     # Rows are also appended to OUT/gpu_decode.jsonl as they are measured.
     python benchmarks/gpu_decode.py --device cuda --profile --out runs/gpu
+    # the same with CUDA graphs
+    python benchmarks/gpu_decode.py --device cuda --compile --out runs/gpu-compiled
     # a scaled-down smoke run on CPU (about a minute)
     python benchmarks/gpu_decode.py --device cpu --layers 1 --hidden 128 --intermediate 256 \\
         --vocab 2048 --prompt-length 16 --gen-length 64 --batches 1 4
@@ -28,7 +32,6 @@ import json
 import math
 import statistics
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -39,7 +42,9 @@ from rich.table import Table
 
 from d3cli.canvas import first_stop
 from d3cli.checkpoints import ModelSpec
-from d3cli.decode import STRATEGIES, DecodeOptions, DecodeState
+from d3cli.decode import STRATEGIES, Decoded, DecodeOptions, decode_prompts
+from d3cli.decode.driver import compiled
+from d3cli.decode.syncs import HostSyncCounter
 from d3cli.model import D3Config, D3Model, KVCache
 
 HEAD_DIM = 128  # both families
@@ -142,7 +147,8 @@ class FrontierCertainty:
         last_decoded = torch.where(ids != self.mask_id, index, -1).cummax(1).values
         distance = (index - last_decoded).clamp_min(1)
         factor = self.peak * torch.exp(-(distance - 1) / self.reach)
-        factor = factor[:, kwargs.get("logits_slice") or slice(None)]
+        if kwargs.get("logits_at") is not None:
+            factor = factor.gather(1, kwargs["logits_at"])
         return logits * factor[..., None].to(logits.dtype)
 
 
@@ -168,19 +174,18 @@ def synchronize(device: torch.device) -> None:
 
 
 def decode(model: D3Model, shape: Shape, method: str, options: DecodeOptions,
-           prompts: list[list[int]]) -> DecodeState:
+           prompts: list[list[int]], compile: bool = False,
+           sync_every: int = 1) -> list[Decoded]:
     """One decode of `prompts` as one batch."""
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        state = DecodeState.start(prompts, shape.spec, options.gen_length, device)
-        STRATEGIES[method](model, state, shape.spec, options)
-    return state
+    return list(decode_prompts(model, shape.spec, prompts, range(len(prompts)),
+                               STRATEGIES[method], options, len(prompts), sync_every,
+                               compile=compile))
 
 
-def tokens_per_forward(state: DecodeState, spec: ModelSpec) -> float:
+def tokens_per_forward(decoded: list[Decoded], spec: ModelSpec) -> float:
     """Answer tokens before the first stop token over forwards, summed over the rows."""
-    tokens = sum(first_stop(row, spec.stop_token_ids) for row in state.generation.tolist())
-    return tokens / int(state.forwards.sum())
+    tokens = sum(first_stop(done.tokens, spec.stop_token_ids) for done in decoded)
+    return tokens / sum(done.forwards for done in decoded)
 
 
 @dataclasses.dataclass
@@ -192,12 +197,15 @@ class Call:
     kwargs: dict
 
 
-def record_calls(model: D3Model, run: Callable[[], DecodeState]) -> tuple[list[Call], int]:
-    """Run a decode, keeping a copy of every model call; also count host synchronisations
-    (CUDA only: torch's sync debug mode warns at each)."""
+def record_calls(model: D3Model, run: Callable[[], list[Decoded]]) -> tuple[list[Call], int]:
+    """Run a decode, keeping a copy of every model call; also count the host
+    synchronisations between its first and its last model call (`HostSyncCounter`)."""
     calls: list[Call] = []
+    counter = HostSyncCounter()
+    at_call: list[int] = []
 
     def keep(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        at_call.append(counter.total)
         cache = kwargs.get("cache")
         kind = "full" if cache is None else (
             "refresh" if args[0].shape[1] == cache.length else "cached")
@@ -206,22 +214,16 @@ def record_calls(model: D3Model, run: Callable[[], DecodeState]) -> tuple[list[C
         calls.append(Call(kind, tuple(arg.clone() for arg in args), copied))
 
     handle = model.register_forward_pre_hook(keep, with_kwargs=True)
-    cuda = next(model.parameters()).device.type == "cuda"
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            if cuda:
-                torch.cuda.set_sync_debug_mode("warn")
+        with counter:
             run()
     finally:
-        if cuda:
-            torch.cuda.set_sync_debug_mode("default")
         handle.remove()
-    syncs = sum("synchroniz" in str(warning.message) for warning in caught) if cuda else 0
-    return calls, syncs
+    return calls, at_call[-1] - at_call[0]
 
 
-def replay_seconds(model: D3Model, calls: Sequence[Call], length: int) -> float:
+def replay_seconds(model: D3Model, calls: Sequence[Call], length: int,
+                   forward: Callable[..., torch.Tensor]) -> float:
     """Wall time of the calls run back to back with nothing between them."""
     device = next(model.parameters()).device
     caches = {rows: KVCache.empty(model.config, rows, length, device, model.dtype)
@@ -230,7 +232,7 @@ def replay_seconds(model: D3Model, calls: Sequence[Call], length: int) -> float:
     started = time.perf_counter()
     for call in calls:
         cache = None if call.kind == "full" else caches[call.args[0].shape[0]]
-        model(*call.args, **call.kwargs, cache=cache)
+        forward(*call.args, **call.kwargs, cache=cache)
     synchronize(device)
     return time.perf_counter() - started
 
@@ -244,7 +246,7 @@ class Measured:
     batch: int
     tpf: float
     tokens_per_second: float
-    iterations: int  # the decoder loop's iterations (the most forwards of any row)
+    iterations: int  # the decoder loop's iterations (one model call each)
     seconds: float
     bare_seconds: float
     bare_ms_per_call: dict[str, float]
@@ -261,37 +263,45 @@ class Measured:
 
 
 def measure(model: D3Model, shape: Shape, method: str, options: DecodeOptions,
-            prompts: list[list[int]], repeats: int, replay_calls: int) -> Measured:
+            prompts: list[list[int]], repeats: int, replay_calls: int, compile: bool,
+            sync_every: int) -> Measured:
     """Record, time (median of `repeats`, or of one when a decode takes over 5 s) and replay
     one decode of `prompts` as one batch. Each kind of call is replayed from at most
     `replay_calls` of its calls, evenly spaced, and scaled to its count."""
     device = next(model.parameters()).device
 
-    def run() -> DecodeState:
-        return decode(model, shape, method, options, prompts)
+    def run(compile: bool = compile) -> list[Decoded]:
+        return decode(model, shape, method, options, prompts, compile, sync_every)
 
+    forward = compiled(model) if compile else model
     with torch.no_grad():
-        calls, syncs = record_calls(model, run)
-        times, state = [], None
+        # The calls are recorded eagerly (a hook that copies them cannot sit in a compiled
+        # graph); they are the same calls the compiled decode makes.
+        calls, syncs = record_calls(model, lambda: run(compile=False))
+        run()  # warm-up (and compilation)
+        times, decoded = [], []
         while len(times) < (repeats if not times or times[0] < 5 else 1):
             synchronize(device)
             started = time.perf_counter()
-            state = run()
+            decoded = run()
             synchronize(device)
             times.append(time.perf_counter() - started)
+        length = len(prompts[0]) + options.gen_length
         by_kind = {kind: [call for call in calls if call.kind == kind]
                    for kind in sorted({call.kind for call in calls})}
         ms_per_call = {}
         for kind, of_kind in by_kind.items():
             sample = of_kind[::math.ceil(len(of_kind) / replay_calls)]
-            seconds = replay_seconds(model, sample, state.canvas.shape[1])
+            replay_seconds(model, sample[:2], length, forward)  # warm-up
+            seconds = replay_seconds(model, sample, length, forward)
             ms_per_call[kind] = 1000 * seconds / len(sample)
     counts = {kind: len(of_kind) for kind, of_kind in by_kind.items()}
     bare_seconds = sum(ms_per_call[kind] * counts[kind] for kind in counts) / 1000
-    tpf, seconds = tokens_per_forward(state, shape.spec), statistics.median(times)
+    tpf, seconds = tokens_per_forward(decoded, shape.spec), statistics.median(times)
+    forwards = sum(done.forwards for done in decoded)
     return Measured(shape.name, label(method, options), len(prompts), tpf,
-                    tpf * int(state.forwards.sum()) / seconds, int(state.forwards.max()),
-                    seconds, bare_seconds, ms_per_call, counts, syncs)
+                    tpf * forwards / seconds, len(calls), seconds, bare_seconds, ms_per_call,
+                    counts, syncs)
 
 
 def label(method: str, options: DecodeOptions) -> str:
@@ -354,7 +364,7 @@ def profile_table(model: D3Model, shape: Shape, method: str, options: DecodeOpti
 
 def table_for(rows: Sequence[Measured], title: str) -> Table:
     table = Table("shape", "method", "batch", "TPF", "tokens/s", "× vanilla", "ms/iter",
-                  "bare ms/iter", "overhead", "bare ms per call", "syncs/iter", title=title)
+                  "bare ms/iter", "overhead", "bare ms per call", "syncs/gap", title=title)
     vanilla = {(row.shape, row.batch): row.tokens_per_second for row in rows
                if row.method == "vanilla"}
     for row in rows:
@@ -366,7 +376,8 @@ def table_for(rows: Sequence[Measured], title: str) -> Table:
                       f"{row.tokens_per_second / reference:.2f}x" if reference else "-",
                       f"{row.ms_per_iteration:.1f}",
                       f"{1000 * row.bare_seconds / row.iterations:.1f}",
-                      f"{row.overhead:.2f}x", per_call, f"{row.host_syncs / row.iterations:.1f}")
+                      f"{row.overhead:.2f}x", per_call,
+                      f"{row.host_syncs / max(row.iterations - 1, 1):.2f}")
     return table
 
 
@@ -393,6 +404,10 @@ def main() -> None:
     parser.add_argument("--intermediate", type=int)
     parser.add_argument("--vocab", type=int)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the forward (CUDA graphs on CUDA)")
+    parser.add_argument("--sync-every", type=int, default=1,
+                        help="decoder iterations between host reads")
     parser.add_argument("--profile", action="store_true",
                         help="also profile the last method at batch 1 (OUT/profile-SHAPE.txt)")
     parser.add_argument("--out", type=Path, help="append each row to OUT/gpu_decode.jsonl")
@@ -425,7 +440,7 @@ def main() -> None:
             prompts = random_prompts(shape, batch, args.prompt_length, args.seed)
             for method, options in runs:
                 row = measure(model, shape, method, options, prompts, args.repeats,
-                              args.replay_calls)
+                              args.replay_calls, args.compile, args.sync_every)
                 rows.append(row)
                 console.print(f"  batch {batch} {row.method}: TPF {row.tpf:.2f}, "
                               f"{row.tokens_per_second:.0f} tokens/s, "

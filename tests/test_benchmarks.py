@@ -24,6 +24,7 @@ def test_gpu_decode_runs_every_method_on_both_shapes(tmp_path: Path) -> None:
         ("LLaDA-8B", 1), ("LLaDA-8B", 3), ("Dream-7B", 1), ("Dream-7B", 3)]
     for row in rows:
         assert row["bare_seconds"] > 0 and row["seconds"] > 0
+        assert row["host_syncs"] <= row["iterations"] - 1  # one read between two forwards
         method = row["method"]
         if method == "vanilla":  # one token per forward, every forward a full one
             assert row["tpf"] == 1.0

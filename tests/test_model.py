@@ -38,18 +38,20 @@ def test_cached_window_logits_match_full_forward(teacher, arith):
         assert_window_matches_full(teacher.model, ids, visible, start, stop)
 
 
-def test_logits_slice_gives_those_positions_of_the_full_logits(teacher, arith):
+def test_logits_at_gives_those_positions_of_the_full_logits(teacher, arith):
     ids, visible = teacher_batch(teacher, arith)
     cache = KVCache.empty(teacher.model.config, ids.shape[0], ids.shape[1], "cpu", torch.float32)
+    rows = torch.arange(ids.shape[0])[:, None]
+    wanted = (torch.arange(30, 50)[None, :] + 3 * rows) % ids.shape[1]  # differs per row
     with torch.no_grad():
         full = teacher.model(ids, attention_mask=visible)
-        part = teacher.model(ids, attention_mask=visible, logits_slice=slice(30, 50))
+        part = teacher.model(ids, attention_mask=visible, logits_at=wanted)
         teacher.model(ids, positions=torch.arange(ids.shape[1]), cache=cache,
-                      attention_mask=visible, logits_slice=slice(0, 1))
+                      attention_mask=visible, logits_at=wanted[:, :1])
         window = teacher.model(ids[:, 40:], positions=torch.arange(40, ids.shape[1]), cache=cache,
                                attention_mask=visible)
     assert part.shape[1] == 20
-    torch.testing.assert_close(part, full[:, 30:50], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(part, full[rows, wanted], atol=1e-5, rtol=1e-5)
     # The layers still run every position: the cache holds their K/V.
     torch.testing.assert_close(window, full[:, 40:], atol=1e-5, rtol=1e-5)
 
@@ -143,3 +145,17 @@ def test_per_row_positions_and_kept_slots_match_separate_windows(teacher, arith)
                          cache=alone, attention_mask=visible[row:row + 1])
             torch.testing.assert_close(suffix[row:row + 1, start - (length - 32):], tail,
                                        atol=1e-5, rtol=1e-5)
+
+
+def test_gqa_under_a_padding_mask_equals_the_unmasked_grouped_kernel():
+    """With a mask, grouped K/V are expanded (the fused kernels take a mask or GQA, not both);
+    an all-visible mask must give what the mask-free grouped call gives."""
+    torch.manual_seed(0)
+    config = D3Config(vocab_size=50, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2)
+    model = D3Model(config).eval()
+    ids = torch.randint(0, 50, (2, 24))
+    with torch.no_grad():
+        masked = model(ids, attention_mask=torch.ones_like(ids, dtype=torch.bool))
+        unmasked = model(ids)
+    torch.testing.assert_close(masked, unmasked, atol=1e-5, rtol=1e-5)

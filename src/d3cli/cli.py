@@ -141,7 +141,14 @@ def decode(
         help="vanilla: forwards over the canvas (default: its length).")] = None,
     gen_length: Annotated[int | None, typer.Option(help="Default: the task's.")] = None,
     temperature: Annotated[float, typer.Option()] = 0.0,
-    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    batch_size: Annotated[int, typer.Option(
+        min=1, help="Rows decoding at once; a finished row's slot takes the next prompt.")] = 64,
+    sync_every: Annotated[int, typer.Option(
+        min=1, help="Decoder iterations between host reads (GPU: fewer waits).")] = 1,
+    compile: Annotated[bool, typer.Option(
+        help="torch.compile the model forward (CUDA graphs on CUDA).")] = False,
+    score_dtype: Annotated[str, typer.Option(
+        help="Precision of softmax, entropy and confidence: float32 or float64.")] = "float32",
     device: Annotated[str, typer.Option(help="cpu, cuda, or auto.")] = "auto",
     dtype: Annotated[str, typer.Option(help="float32, bfloat16, or auto.")] = "auto",
     seed: Annotated[int, typer.Option()] = 0,
@@ -181,7 +188,7 @@ def decode(
         loaded = load_model(model or DEFAULT_MODEL, device, dtype)
         shared = {"gen_length": gen_length or chosen_task.gen_length,
                   "block_size": block_size or loaded.spec.block_size,
-                  "temperature": temperature, "seed": seed}
+                  "temperature": temperature, "seed": seed, "score_dtype": score_dtype}
         options = {name: options_for(name, DecodeOptions(
             **shared, **{**model_defaults(loaded.decoding, name), **given})) for name in method}
         for name in method:
@@ -200,7 +207,8 @@ def decode(
             job = bar.add_task(name, total=len(examples), completed=len(examples) - len(todo),
                                accuracy="")
             results, started = [], time.perf_counter()
-            stream = decode_examples(loaded, chosen_task, todo, name, method_options, batch_size)
+            stream = decode_examples(loaded, chosen_task, todo, name, method_options, batch_size,
+                                     sync_every, compile)
             for result in write_results(stream, out):
                 results.append(result)
                 scored = [r.correct for r in results if r.correct is not None]

@@ -87,15 +87,6 @@ class KVCache:
     def length(self) -> int:
         return self.keys[0].shape[2]
 
-    def select_rows(self, rows: Tensor) -> KVCache:
-        """A copy holding a subset of the batch rows."""
-        return KVCache([key[rows] for key in self.keys], [value[rows] for value in self.values])
-
-    def assign_rows(self, rows: Tensor, part: KVCache) -> None:
-        """Write back a `select_rows` copy after it was updated."""
-        for mine, theirs in zip(self.keys + self.values, part.keys + part.values, strict=True):
-            mine[rows] = theirs
-
     def write(self, layer: int, key: Tensor, value: Tensor, positions: Tensor,
               keep_cached: Tensor | None) -> tuple[Tensor, Tensor]:
         """Store a window's K/V [batch, heads, width, dim] at `positions` ([width] or
@@ -169,9 +160,15 @@ class Attention(nn.Module):
         key = key * cos + rotate_half(key) * sin
         if cache_write is not None:
             key, value = cache_write(key, value)
-        attended = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=key_mask,
-            enable_gqa=self.num_kv_heads != self.num_heads)
+        grouped = self.num_kv_heads != self.num_heads
+        if grouped and key_mask is not None:
+            # torch's fused kernels take GQA or a mask, not both: expand K/V instead of
+            # falling back to the unfused math kernel.
+            group = self.num_heads // self.num_kv_heads
+            key, value = key.repeat_interleave(group, 1), value.repeat_interleave(group, 1)
+            grouped = False
+        attended = F.scaled_dot_product_attention(query, key, value, attn_mask=key_mask,
+                                                  enable_gqa=grouped)
         return self.o_proj(attended.transpose(1, 2).reshape(batch, width, -1))
 
 
@@ -241,15 +238,16 @@ class D3Model(PreTrainedModel):
 
     def forward(self, input_ids: Tensor, positions: Tensor | None = None,
                 cache: KVCache | None = None, attention_mask: Tensor | None = None,
-                keep_cached: Tensor | None = None, logits_slice: slice | None = None) -> Tensor:
+                keep_cached: Tensor | None = None, logits_at: Tensor | None = None) -> Tensor:
         """Logits for the window `input_ids` [batch, width] at absolute `positions`.
 
         `positions` is [width] (shared by the rows) or [batch, width]; default 0..width-1.
         `attention_mask` [batch, keys] (True = visible) hides padding; its key axis is the
         whole cached sequence when a cache is given, else the window. With a cache, the
         window's K/V overwrite their slots except where `keep_cached` [batch, width] is True.
-        `logits_slice` (window indices) limits the output head to the positions a caller
-        reads; every position is still run through the layers.
+        `attention_mask=None` attends everywhere (the fused SDPA kernels run only then).
+        `logits_at` [batch, k] (window indices) limits the output head to the positions a
+        caller reads, returning [batch, k, V]; every position still runs through the layers.
         """
         width = input_ids.shape[1]
         if positions is None:
@@ -263,8 +261,8 @@ class D3Model(PreTrainedModel):
             cache_write = None if cache is None else partial(
                 cache.write, index, positions=positions, keep_cached=keep_cached)
             hidden = layer(hidden, rope, key_mask, cache_write)
-        if logits_slice is not None:
-            hidden = hidden[:, logits_slice]
+        if logits_at is not None:
+            hidden = hidden.gather(1, logits_at[:, :, None].expand(-1, -1, hidden.shape[-1]))
         return self.lm_head(self.norm(hidden))
 
 

@@ -14,7 +14,7 @@ import transformers
 from . import __version__
 from .canvas import first_stop
 from .checkpoints import LoadedModel, encode_prompt
-from .decode import STRATEGIES, DecodeOptions, DecodeState, method_config, validate
+from .decode import STRATEGIES, DecodeOptions, decode_prompts, method_config, noise_key, validate
 from .tasks import Example, Task
 
 
@@ -40,45 +40,42 @@ class SampleResult:
     env: dict
 
 
-def environment(loaded: LoadedModel, options: DecodeOptions, batch_size: int) -> dict:
+def environment(loaded: LoadedModel, options: DecodeOptions, batch_size: int,
+                compile: bool) -> dict:
     """What is needed to reproduce a result line."""
     device = loaded.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     return {"d3": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "device": name or device.type, "dtype": str(loaded.model.dtype).removeprefix("torch."),
-            "seed": options.seed, "batch_size": batch_size}
+            "seed": options.seed, "batch_size": batch_size, "score_dtype": options.score_dtype,
+            "compile": compile}
 
 
-def batches(items: Sequence[Example], size: int) -> Iterator[Sequence[Example]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
-@torch.no_grad()
 def decode_examples(loaded: LoadedModel, task: Task, examples: Sequence[Example], method: str,
-                    options: DecodeOptions, batch_size: int = 64) -> Iterator[SampleResult]:
-    """Decode `examples` with `method` in batches; yields one scored result per example.
+                    options: DecodeOptions, batch_size: int = 64, sync_every: int = 1,
+                    compile: bool = False) -> Iterator[SampleResult]:
+    """Decode `examples` with `method` in `batch_size` slots; yields one scored result per
+    example as its row finishes (in any order).
 
     `gen_tokens` counts the answer before the first stop token (EOS padding is not counted,
     §4.2, A3); `forwards` the model calls that included the row; `seconds` the wall time from
-    the batch's start until the row had no mask left.
+    the row entering its slot until a host read found it done.
     """
     validate(method, options)
-    strategy, spec, tokenizer = STRATEGIES[method], loaded.spec, loaded.tokenizer
-    config, env = method_config(method, options), environment(loaded, options, batch_size)
-    for batch in batches(examples, batch_size):
-        prompts = [encode_prompt(loaded, example.prompt) for example in batch]
-        state = DecodeState.start(prompts, spec, options.gen_length, loaded.device)
-        strategy(loaded.model, state, spec, options)
-        state.active_rows(spec)  # stamps the finish time of the last rows
-        rows = zip(batch, state.generation.tolist(), state.forwards.tolist(),
-                   state.seconds.tolist(), strict=True)
-        for example, tokens, forwards, seconds in rows:
-            answer = tokens[:first_stop(tokens, spec.stop_token_ids)]
-            output = tokenizer.decode(answer, skip_special_tokens=True)
-            correct = task.score(example, output) if example.answer is not None else None
-            yield SampleResult(task.name, method, loaded.name, example.id, config, len(answer),
-                               forwards, len(answer) / forwards, seconds, correct, output, env)
+    spec, tokenizer = loaded.spec, loaded.tokenizer
+    config = method_config(method, options)
+    env = environment(loaded, options, batch_size, compile)
+    prompts = [encode_prompt(loaded, example.prompt) for example in examples]
+    keys = [noise_key(options.seed, example.id) for example in examples]
+    for done in decode_prompts(loaded.model, spec, prompts, keys, STRATEGIES[method], options,
+                               batch_size, sync_every, compile=compile):
+        example = examples[done.index]
+        answer = done.tokens[:first_stop(done.tokens, spec.stop_token_ids)]
+        output = tokenizer.decode(answer, skip_special_tokens=True)
+        correct = task.score(example, output) if example.answer is not None else None
+        yield SampleResult(task.name, method, loaded.name, example.id, config, len(answer),
+                           done.forwards, len(answer) / done.forwards, done.seconds, correct,
+                           output, env)
 
 
 def done_ids(path: Path, model: str, task: str, method: str, config: dict) -> set[str]:

@@ -23,7 +23,8 @@ import yaml
 
 from .canvas import first_stop
 from .checkpoints import LoadedModel, encode_prompt
-from .decode import DecodeOptions, DecodeState, decode_vanilla
+from .decode import DecodeOptions, decode_prompts, noise_key
+from .decode.vanilla import vanilla
 from .tasks import Example, Task
 
 CARD = "README.md"
@@ -159,24 +160,22 @@ def teacher_rollouts(loaded: LoadedModel, task: Task, examples: Sequence[Example
     prompt_ids = {example.id: encode_prompt(loaded, example.prompt) for example in examples}
     options = DecodeOptions(gen_length=run.gen_length, block_size=run.block_size)
     for attempt, temperature in enumerate(temperatures(run.attempts)):
-        for start in range(0, len(pending), batch_size):
-            batch = pending[start:start + batch_size]
-            state = DecodeState.start([prompt_ids[example.id] for example in batch], spec,
-                                      run.gen_length, loaded.device)
-            decode_vanilla(loaded.model, state, spec, replace(
-                options, temperature=temperature, seed=run.seed + attempt))
-            rows = zip(batch, state.generation.tolist(), state.commit_step.tolist(),
-                       state.forwards.tolist(), strict=True)
-            for example, answer_ids, unmask_step, forwards in rows:
-                answer = answer_ids[:first_stop(answer_ids, spec.stop_token_ids)]
-                text = loaded.tokenizer.decode(answer, skip_special_tokens=True)
-                correct = example.answer is None or task.score(example, text)
-                records[example.id] = {
-                    "id": example.id, "task": task.name, "teacher": run.teacher,
-                    "prompt_ids": prompt_ids[example.id], "answer_ids": answer_ids,
-                    "unmask_step": unmask_step, "block_size": run.block_size,
-                    "num_forwards": forwards, "correct": correct, "text": text,
-                    "attempt": attempt, "temperature": temperature}
+        seed = run.seed + attempt
+        decoded = decode_prompts(
+            loaded.model, spec, [prompt_ids[example.id] for example in pending],
+            [noise_key(seed, example.id) for example in pending], vanilla,
+            replace(options, temperature=temperature, seed=seed), batch_size, commit_steps=True)
+        for done in decoded:
+            example, answer_ids = pending[done.index], done.tokens
+            answer = answer_ids[:first_stop(answer_ids, spec.stop_token_ids)]
+            text = loaded.tokenizer.decode(answer, skip_special_tokens=True)
+            correct = example.answer is None or task.score(example, text)
+            records[example.id] = {
+                "id": example.id, "task": task.name, "teacher": run.teacher,
+                "prompt_ids": prompt_ids[example.id], "answer_ids": answer_ids,
+                "unmask_step": done.commit_step, "block_size": run.block_size,
+                "num_forwards": done.forwards, "correct": correct, "text": text,
+                "attempt": attempt, "temperature": temperature}
         pending = [example for example in pending if not records[example.id]["correct"]]
         if not pending:
             break

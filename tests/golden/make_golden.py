@@ -1,11 +1,14 @@
-"""Write the greedy decoders' outputs on the 1,000 held-out arith prompts (golden file).
+"""The greedy decoders' outputs on the 1,000 held-out arith prompts (the golden file).
 
-Produced once with the decoder before the one-driver rewrite (commit b93997f, whose API
-this script uses);
+The committed decode_golden.json.gz was written by this script's first version (see its
+history) with the decoders that the one-driver rewrite replaced (commit b93997f).
 `tests/test_golden.py` checks that the current decoder, scoring in float64, reproduces it
-token for token and forward for forward. Rows: [forwards, *generation tokens].
+token for token and forward for forward. Rows: [forwards, *answer tokens]. Rerun only to
+re-baseline on purpose; `--compare float64|float32` counts the rows the current decoder
+changes:
 
     python tests/golden/make_golden.py tests/golden/decode_golden.json.gz
+    python tests/golden/make_golden.py tests/golden/decode_golden.json.gz --compare float32
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import time
 import torch
 
 from d3cli.checkpoints import encode_prompt, load_model
-from d3cli.decode import STRATEGIES, DecodeOptions, DecodeState
+from d3cli.decode import STRATEGIES, DecodeOptions, decode_prompts
 from d3cli.tasks import get_task
 
 # (name, model, family spec change, method, options)
@@ -57,31 +60,44 @@ def setting_options(loaded, method: str, changes) -> dict:
     return dict(changes)
 
 
-def decode_setting(model: str, rules: dict, method: str, changes, prompts,
-                   batch_size: int = 64) -> list[list[int]]:
-    """[forwards, *generation tokens] per prompt for one setting (the old decoder's API)."""
+def decode_setting(model: str, rules: dict, method: str, changes, prompts: list[list[int]],
+                   score_dtype: str = "float64", batch_size: int = 64) -> list[list[int]]:
+    """[forwards, *answer tokens] per prompt for one setting."""
     loaded = load_model(model, device="cpu", dtype="float32")
     spec = dataclasses.replace(loaded.spec, **rules)
     task = get_task("arith")
     options = DecodeOptions(gen_length=task.gen_length, block_size=spec.block_size,
-                            **setting_options(loaded, method, changes))
-    rows = []
-    with torch.no_grad():
-        for start in range(0, len(prompts), batch_size):
-            state = DecodeState.start(prompts[start:start + batch_size], spec,
-                                      options.gen_length, loaded.device)
-            STRATEGIES[method](loaded.model, state, spec, options)
-            rows += [[forwards, *tokens] for forwards, tokens
-                     in zip(state.forwards.tolist(), state.generation.tolist(), strict=True)]
+                            score_dtype=score_dtype, **setting_options(loaded, method, changes))
+    rows = [[]] * len(prompts)
+    for done in decode_prompts(loaded.model, spec, prompts, range(len(prompts)),
+                               STRATEGIES[method], options, batch_size):
+        rows[done.index] = [done.forwards, *done.tokens]
     return rows
+
+
+def held_out_prompts(count: int | None = None) -> list[list[int]]:
+    teacher = load_model("arith-teacher", device="cpu", dtype="float32")
+    return [encode_prompt(teacher, example.prompt)
+            for example in get_task("arith").eval_examples(count)]
+
+
+def compare(path: str, score_dtype: str) -> None:
+    """Print, per setting, how many of the golden file's rows a decode at `score_dtype`
+    reproduces (tokens and forwards)."""
+    torch.set_num_threads(2)
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        golden = json.load(handle)
+    prompts = held_out_prompts()
+    for name, model, rules, method, changes in SETTINGS:
+        rows = decode_setting(model, rules, method, changes, prompts, score_dtype)
+        same = sum(mine == theirs for mine, theirs in zip(rows, golden[name], strict=True))
+        print(f"{name}: {len(rows) - same} of {len(rows)} rows differ", flush=True)
 
 
 def main(path: str) -> None:
     torch.set_num_threads(2)
-    teacher = load_model("arith-teacher", device="cpu", dtype="float32")
-    examples = get_task("arith").eval_examples()
-    prompts = [encode_prompt(teacher, example.prompt) for example in examples]
-    golden = {"ids": [example.id for example in examples]}
+    prompts = held_out_prompts()
+    golden = {"ids": [example.id for example in get_task("arith").eval_examples()]}
     for name, model, rules, method, changes in SETTINGS:
         started = time.perf_counter()
         golden[name] = decode_setting(model, rules, method, changes, prompts)
@@ -91,4 +107,7 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if len(sys.argv) == 4 and sys.argv[2] == "--compare":
+        compare(sys.argv[1], sys.argv[3])
+    else:
+        main(sys.argv[1])

@@ -1,0 +1,202 @@
+"""d3LLM entropy-based multi-block decoding (§3.1) with `--cache none|delayed` (§3.2)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..checkpoints import ModelSpec
+from .options import DecodeOptions, resolved_threshold
+from .rows import Rows
+from .scoring import Scores, entropy_selection, one_hot_best
+from .strategy import Plan
+
+
+@dataclass
+class BlockTable:
+    """Per-row multi-block state. Column 0 is the prompt, 1.. the answer blocks."""
+
+    created: Tensor  # [slots, 1 + blocks] bool
+    full: Tensor  # [slots, 1 + blocks] bool: fully activated
+    completed_at: Tensor  # [slots, 1 + blocks] forward first seen finished (-1: not yet)
+    cache_len: Tensor  # [slots] leading positions whose K/V the cache holds (§3.2, A5)
+
+
+@dataclass
+class MultiblockPlan(Plan):
+    table: BlockTable | None = None  # the table after this iteration's activation and cache plan
+    masks_left: Tensor | None = None  # [slots, 1 + blocks]
+    candidates: Tensor | None = None  # [slots, k] at `read`
+
+
+class Multiblock:
+    """Blocks open once their predecessor is `block_add_threshold` decoded (at most `blocks`
+    with masks at once) and become fully active at `decoded_token_threshold`; every masked
+    position of an open block is a candidate; selection by entropy, plus the lowest-entropy
+    position of the first full block if it got nothing. Early stop fills everything after
+    the first stop token with it. The delayed cache holds exactly the K/V of positions
+    [0, cache_len) (A5): finished blocks join it `cache_delay` forwards after they finish;
+    a periodic or stabilizing refresh is one full forward."""
+
+    def __init__(self, rows: Rows, spec: ModelSpec, options: DecodeOptions) -> None:
+        self.rows, self.spec, self.options = rows, spec, options
+        self.gamma = resolved_threshold("multiblock", options)
+        self.uses_cache = options.cache == "delayed"
+        self.block_size = options.block_size
+        self.num_blocks = num_blocks = options.gen_length // options.block_size
+        self.open_limit = min(options.blocks or num_blocks, num_blocks)
+        self.read_width = self.open_limit * self.block_size
+        slots, device = rows.slots, rows.canvas.device
+        self.block_index = torch.arange(1 + num_blocks, device=device)
+        self.positions = torch.arange(options.gen_length, device=device)
+        self.block_of_position = self.positions // self.block_size + 1
+        self.block_sizes = torch.full((1 + num_blocks,), float(self.block_size), device=device)
+        self.block_sizes[0] = 1.0
+        self.ends = rows.prompt_length + self.block_size * self.block_index
+        self.starts = torch.cat([torch.zeros_like(self.ends[:1]), self.ends[:-1]])
+        self.offsets = torch.arange(self.block_size, device=device)
+        self.stop_ids = torch.tensor(spec.stop_token_ids, device=device)
+        self.mask_ids = torch.tensor([spec.mask_token_id], device=device)
+        self.table = BlockTable(
+            created=torch.zeros(slots, 1 + num_blocks, dtype=torch.bool, device=device),
+            full=torch.zeros(slots, 1 + num_blocks, dtype=torch.bool, device=device),
+            completed_at=torch.full((slots, 1 + num_blocks), -1, device=device),
+            cache_len=torch.zeros(slots, dtype=torch.long, device=device))
+
+    def reset(self, slots: Tensor) -> None:
+        """The prompt and the first answer block exist (and are fully active)."""
+        first_two = self.block_index < 2
+        start = slots[:, None] & first_two
+        table = self.table
+        table.created.copy_(torch.where(slots[:, None], first_two, table.created))
+        table.full.copy_(torch.where(slots[:, None], first_two, table.full))
+        table.completed_at.copy_(torch.where(slots[:, None], torch.where(
+            start & (self.block_index == 0), 0, -1), table.completed_at))
+        table.cache_len.masked_fill_(slots, 0)
+
+    def plan(self) -> MultiblockPlan:
+        rows, options, table = self.rows, self.options, self.table
+        slots = rows.slots
+        masked = rows.masked()
+        masks_left = torch.cat([torch.zeros_like(masked[:, :1], dtype=torch.long),
+                                masked.view(slots, self.num_blocks, self.block_size).sum(-1)], 1)
+        progress = 1 - masks_left / self.block_sizes
+        created, full = table.created, table.full
+        # §3.1 step 4: activation; step 5: open at most one block.
+        previous = torch.cat([torch.ones_like(progress[:, :1]), progress[:, :-1]], 1)
+        full = full | created & (previous >= options.decoded_token_threshold)
+        last = (created.sum(1) - 1).clamp_min(0)  # empty slots have no block
+        last_progress = progress.gather(1, last[:, None]).squeeze(1)
+        open_blocks = (created & (masks_left > 0))[:, 1:].sum(1)
+        can_open = (last < self.num_blocks) & (
+            (last_progress >= options.block_add_threshold)
+            | (masks_left.gather(1, last[:, None]).squeeze(1) == 0))
+        can_open &= open_blocks < self.open_limit
+        opened = can_open[:, None] & (self.block_index == (last + 1)[:, None])
+        created = created | opened
+        full = torch.where(opened, (last_progress >= options.decoded_token_threshold)[:, None],
+                           full)
+        # The answer positions read: every block, or the first `blocks` open ones.
+        open_with_masks = (created & (masks_left > 0))[:, 1:]
+        if self.open_limit == self.num_blocks:
+            read = self.positions.expand(slots, -1)
+        else:
+            order = torch.where(open_with_masks, 0, self.num_blocks) + self.block_index[:-1]
+            blocks = order.topk(self.open_limit, largest=False).values % self.num_blocks
+            read = (blocks[:, :, None] * self.block_size + self.offsets).flatten(1)
+        in_created = created.gather(1, self.block_of_position.expand(slots, -1))
+        candidates = (masked & in_created).gather(1, read)
+        new_table = BlockTable(created, full, table.completed_at, table.cache_len)
+        plan = MultiblockPlan(rows.active(masked), read, table=new_table,
+                              masks_left=masks_left, candidates=candidates)
+        if self.uses_cache:
+            self.plan_delayed_cache(plan)
+        return plan
+
+    def plan_delayed_cache(self, plan: MultiblockPlan) -> None:
+        """§3.2 cache bookkeeping; sets where each row's forward recomputes.
+
+        Scan from the first block not in the cache: finished blocks get `completed_at`; those
+        finished for `cache_delay` forwards are appended; the scan stops at a block with
+        masks or one still inside its delay (LLaDA's rule, A6). Then per row: a periodic
+        refresh (every `refresh_interval` forwards) or a refresh for a stabilizing block is a
+        full forward (recompute from 0) after which the cache keeps [0, new length); an
+        append or a plain cached step recomputes from the old `cache_len`; no cache yet: a
+        full forward.
+        """
+        options, table = self.options, plan.table
+        now = self.rows.forwards + 1
+        cache_len, created, completed_at = table.cache_len, table.created, table.completed_at
+        index = self.block_index[None, :]
+        unscanned = self.ends[None, :] > cache_len[:, None]
+        finished = created & (plan.masks_left == 0)
+        stamped = torch.where(finished & unscanned & (completed_at < 0), now[:, None],
+                              completed_at)
+        stops = unscanned & (~finished | (now[:, None] - stamped < options.cache_delay))
+        first_stop = torch.where(stops.any(1), stops.int().argmax(1), created.shape[1])
+        completed_at = torch.where(unscanned & (index <= first_stop[:, None]), stamped,
+                                   completed_at)
+        appended = unscanned & (index < first_stop[:, None])
+        last_appended = torch.where(appended, index, -1).max(1).values
+        new_len = torch.where(last_appended >= 0, self.ends[last_appended.clamp_min(0)],
+                              cache_len)
+        stabilizing = unscanned & finished & (completed_at >= 0) & ~appended
+        latest_stabilizing = torch.where(stabilizing, index, -1).max(1).values
+        has_cache = cache_len > 0
+        periodic = torch.zeros_like(has_cache)
+        if options.refresh_interval:
+            periodic = has_cache & (now % options.refresh_interval == 0)
+        stabilizing_refresh = has_cache & ~periodic & (new_len == cache_len) & stabilizing.any(1)
+        refresh = periodic | stabilizing_refresh
+        plan.fresh_from = torch.where(refresh | ~has_cache, 0, cache_len)
+        plan.fresh_to = torch.full_like(cache_len, self.rows.length)
+        plan.need_start = (plan.fresh_from - int(self.spec.logit_shift)).clamp_min(0)
+        refreshed_len = torch.where(stabilizing_refresh,
+                                    self.starts[latest_stabilizing.clamp_min(0)], new_len)
+        table.completed_at = completed_at
+        table.cache_len = torch.where(refresh, refreshed_len, new_len)
+
+    def commit(self, plan: MultiblockPlan, scores: Scores, logits: Tensor,
+               served: Tensor) -> None:
+        table, candidates = plan.table, plan.candidates
+        commit = entropy_selection(scores.entropy, candidates, self.gamma, self.spec)
+        # §3.1 step 10: the first full block with masks gets its lowest-entropy position.
+        full_with_masks = table.full & (plan.masks_left > 0)
+        first_full = full_with_masks.int().argmax(1)
+        read_blocks = plan.read // self.block_size + 1
+        in_first_full = (read_blocks == first_full[:, None]) & candidates
+        needs = full_with_masks.any(1) & ~(commit & in_first_full).any(1)
+        forced = one_hot_best(scores.entropy.masked_fill(~in_first_full, math.inf), lowest=True)
+        forced &= needs[:, None]
+        tokens = scores.tokens
+        if self.spec.commit_lowest_entropy and self.options.temperature > 0:
+            greedy = logits.index_fill(-1, self.mask_ids, -math.inf).argmax(-1)
+            tokens = torch.where(forced, greedy, tokens)  # LLaDA re-proposes the argmax
+        self.rows.commit(served, plan.read, tokens, commit | forced)
+        keep = served[:, None]
+        self.table = BlockTable(
+            torch.where(keep, table.created, self.table.created),
+            torch.where(keep, table.full, self.table.full),
+            torch.where(keep, table.completed_at, self.table.completed_at),
+            torch.where(served, table.cache_len, self.table.cache_len))
+        if self.options.early_stop:
+            self.fill_after_first_stop()
+
+    def fill_after_first_stop(self) -> None:
+        """§3.1 step 3 (early stop): after a row's first decoded stop token, every position
+        becomes that token and the later blocks are created as finished (A8). Idempotent."""
+        rows, table = self.rows, self.table
+        generation = rows.generation
+        is_stop = torch.isin(generation, self.stop_ids)
+        has_stop = is_stop.any(1)
+        first = torch.where(has_stop, is_stop.int().argmax(1), generation.shape[1])
+        stop_token = generation.gather(1, first.clamp_max(generation.shape[1] - 1)[:, None])
+        after = self.positions[None, :] > first[:, None]
+        generation.copy_(torch.where(after, stop_token, generation))
+        later = self.block_index[None, :] - 1 > (first // self.block_size)[:, None]
+        finished = has_stop[:, None] & later
+        table.created = table.created | finished
+        table.full = table.full | finished

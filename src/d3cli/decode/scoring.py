@@ -1,0 +1,92 @@
+"""Scoring the model's proposals, and the selection rules the strategies share.
+
+Section marks (§3.1 ...) follow the d3LLM decoding specification the strategies implement.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..checkpoints import ModelSpec
+
+UINT32 = 0xFFFFFFFF
+
+
+@dataclass
+class Scores:
+    """Per-position proposal and its certainty: token, confidence, entropy (nats)."""
+
+    tokens: Tensor
+    confidence: Tensor
+    entropy: Tensor
+
+
+def pcg_hash(values: Tensor) -> Tensor:
+    """A 32-bit PCG hash of int64 values below 2**32, computed in int64 without overflow."""
+    state = (values * 747796405 + 2891336453) & UINT32
+    word = (((state >> ((state >> 28) + 4)) ^ state) * 277803737) & UINT32
+    return (word >> 22) ^ word
+
+
+def gumbel_noise(keys: Tensor, forwards: Tensor, positions: Tensor, vocab_size: int,
+                 dtype: torch.dtype) -> Tensor:
+    """Gumbel(0, 1) noise [rows, k, V], a pure function of each row's key (seed and prompt
+    id), its forward count, the answer position and the token: a row's draws never depend on
+    the batch it shares or the slot it sits in."""
+    row = pcg_hash((pcg_hash(keys) + forwards) & UINT32)
+    cell = pcg_hash(row[:, None] ^ pcg_hash(positions))
+    tokens = pcg_hash(torch.arange(vocab_size, device=keys.device))
+    uniform = (pcg_hash(cell[:, :, None] ^ tokens).to(torch.float64) + 0.5) / (UINT32 + 1)
+    return (-torch.log(-torch.log(uniform))).to(dtype)
+
+
+def score(logits: Tensor, mask_id: int, temperature: float, noise: Tensor | None,
+          dtype: torch.dtype) -> Scores:
+    """Proposed tokens with their confidence and entropy, computed in `dtype`.
+
+    T = 0 takes the argmax; T > 0 takes Gumbel-max over logits / T (`noise` is the Gumbel
+    draw), which samples softmax(logits / T). Confidence (probability of the proposal) and
+    entropy come from the softmax of the raw logits. The mask token is never proposed: its
+    logit becomes the lowest finite number, so its probability and its p·log p are exactly 0.
+    """
+    logits = logits.to(dtype, copy=True)
+    logits[..., mask_id] = torch.finfo(dtype).min
+    if temperature > 0:
+        tokens = (logits / temperature + noise).argmax(-1)
+    else:
+        tokens = logits.argmax(-1)
+    log_probs = logits.log_softmax(-1)
+    probs = log_probs.exp()
+    entropy = -(probs * log_probs).sum(-1)
+    confidence = probs.gather(-1, tokens[..., None]).squeeze(-1)
+    return Scores(tokens, confidence, entropy)
+
+
+def one_hot_best(values: Tensor, lowest: bool = False) -> Tensor:
+    """Boolean mask of each row's highest (or lowest) value."""
+    index = (values.argmin if lowest else values.argmax)(1, keepdim=True)
+    return torch.zeros_like(values, dtype=torch.bool).scatter_(1, index, True)
+
+
+def top_k_per_row(values: Tensor, counts: Tensor) -> Tensor:
+    """Boolean mask of the `counts[row]` highest values of each row."""
+    ranks = values.argsort(dim=-1, descending=True).argsort(dim=-1)
+    return ranks < counts[:, None]
+
+
+def entropy_selection(entropy: Tensor, candidates: Tensor, gamma: float,
+                      spec: ModelSpec) -> Tensor:
+    """§3.1 step 9: candidates under the entropy threshold, plus (LLaDA rule) the lowest one.
+
+    LLaDA: `H ≤ γ` and the global lowest-entropy candidate always; Dream: `H < γ` only.
+    """
+    below = entropy < gamma if spec.strict_entropy_threshold else entropy <= gamma
+    selected = below & candidates
+    if spec.commit_lowest_entropy:
+        lowest = one_hot_best(entropy.masked_fill(~candidates, math.inf), lowest=True)
+        selected |= lowest & candidates.any(1, keepdim=True)
+    return selected

@@ -1,0 +1,176 @@
+"""The decode driver: one host read per forward, few forward shapes, slot refill that keeps
+each row independent of its neighbours, per-row safety cap, sync_every, compile."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from d3cli.checkpoints import encode_prompt
+from d3cli.decode import STRATEGIES, DecodeOptions, decode_prompts
+from d3cli.decode import rows as rows_module
+from d3cli.decode.syncs import HostSyncCounter
+
+SETTINGS = [
+    ("vanilla", {}),
+    ("threshold", {"threshold": 0.7}),
+    ("threshold", {"threshold": 0.7, "cache": "prefix"}),
+    ("threshold", {"threshold": 0.7, "cache": "dual"}),
+    ("entropy", {"threshold": 0.5}),
+    ("multiblock", {"threshold": 0.5}),
+    ("multiblock", {"threshold": 0.5, "blocks": 2}),
+    ("multiblock", {"threshold": 0.5, "cache": "delayed", "cache_delay": 1,
+                    "refresh_interval": 3}),
+]
+IDS = [f"{method}-{'-'.join(map(str, settings.values()))}" for method, settings in SETTINGS]
+SHIFTED = {"logit_shift": True, "commit_lowest_entropy": False, "strict_entropy_threshold": True}
+
+
+def ragged_prompts(teacher, arith, count: int) -> list[list[int]]:
+    """Held-out prompts with 0-4 leading tokens cut, so lengths differ."""
+    prompts = [encode_prompt(teacher, e.prompt) for e in arith.eval_examples(count)]
+    return [prompt[index % 5:] for index, prompt in enumerate(prompts)]
+
+
+def decode(teacher, arith, prompts, method, settings, batch_size, spec=None, **keywords):
+    """{prompt index: (forwards, tokens)} of one run."""
+    options = DecodeOptions(gen_length=arith.gen_length, block_size=teacher.spec.block_size,
+                            **settings)
+    return {done.index: (done.forwards, done.tokens) for done in decode_prompts(
+        teacher.model, spec or teacher.spec, prompts, [7 * i for i in range(len(prompts))],
+        STRATEGIES[method], options, batch_size, **keywords)}
+
+
+def one_by_one(teacher, arith, prompts, method, settings, spec=None) -> dict:
+    """Each prompt alone (batch 1, its own length, its own key)."""
+    results = {}
+    for index, prompt in enumerate(prompts):
+        options = DecodeOptions(gen_length=arith.gen_length,
+                                block_size=teacher.spec.block_size, **settings)
+        [done] = decode_prompts(teacher.model, spec or teacher.spec, [prompt], [7 * index],
+                                STRATEGIES[method], options, 1)
+        results[index] = (done.forwards, done.tokens)
+    return results
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+@pytest.mark.parametrize(("method", "settings"), SETTINGS, ids=IDS)
+def test_slot_refill_equals_each_prompt_alone(teacher, arith, method, settings, temperature):
+    prompts = ragged_prompts(teacher, arith, 20)
+    settings = {**settings, "temperature": temperature}
+    batched = decode(teacher, arith, prompts, method, settings, batch_size=4)
+    assert batched == one_by_one(teacher, arith, prompts, method, settings)
+
+
+@pytest.mark.parametrize(("method", "settings"), [SETTINGS[3], SETTINGS[4], SETTINGS[7]],
+                         ids=[IDS[3], IDS[4], IDS[7]])
+def test_slot_refill_equals_each_prompt_alone_under_a_logit_shift(teacher, arith, method,
+                                                                  settings):
+    spec = dataclasses.replace(teacher.spec, **SHIFTED)
+    prompts = ragged_prompts(teacher, arith, 12)
+    batched = decode(teacher, arith, prompts, method, settings, batch_size=4, spec=spec)
+    assert batched == one_by_one(teacher, arith, prompts, method, settings, spec=spec)
+
+
+def test_sampling_changes_outputs_and_depends_on_the_seed_key(teacher, arith):
+    prompts = ragged_prompts(teacher, arith, 8)
+    greedy = decode(teacher, arith, prompts, "multiblock", {}, 8)
+    sampled = decode(teacher, arith, prompts, "multiblock", {"temperature": 1.0}, 8)
+    assert sampled != greedy
+    assert sampled == decode(teacher, arith, prompts, "multiblock", {"temperature": 1.0}, 3)
+
+
+class ForwardLog:
+    """Counts forwards, the distinct (window, logits) shapes, and the host syncs between the
+    first and the last forward."""
+
+    def __init__(self, model, counter: HostSyncCounter) -> None:
+        self.counter, self.at_forward, self.shapes = counter, [], set()
+        self.handle = model.register_forward_pre_hook(self.record, with_kwargs=True)
+
+    def record(self, module, args, kwargs) -> None:
+        self.at_forward.append(self.counter.total)
+        self.shapes.add((tuple(args[0].shape), tuple(kwargs["logits_at"].shape)))
+
+    @property
+    def syncs_between_forwards(self) -> int:
+        return self.at_forward[-1] - self.at_forward[0]
+
+
+@pytest.mark.parametrize("batch_size", [1, 8])
+@pytest.mark.parametrize(("method", "settings"), SETTINGS, ids=IDS)
+def test_one_host_sync_per_forward_and_few_forward_shapes(teacher, arith, method, settings,
+                                                          batch_size):
+    prompts = ragged_prompts(teacher, arith, 8)
+    counter = HostSyncCounter()
+    log = ForwardLog(teacher.model, counter)
+    try:
+        with counter:
+            decode(teacher, arith, prompts, method, settings, batch_size)
+    finally:
+        log.handle.remove()
+    forwards = len(log.at_forward)
+    assert forwards > 8
+    assert log.syncs_between_forwards <= forwards - 1, counter.counts
+    assert len(log.shapes) <= arith.gen_length // teacher.spec.block_size + 1
+
+
+def test_sync_counter_sees_every_kind_of_host_read():
+    values = torch.arange(6.0)
+    with HostSyncCounter() as counter:
+        values.sum().item()
+        values.tolist()
+        bool(values[0] > 1)
+        values.nonzero()
+        values[values > 2]
+        torch.where(values > 1)
+        torch.tensor([1, 2])
+        values[[0, 1]]
+        values.cpu()
+        values + 1  # not a read
+    assert counter.total == 9, counter.counts
+
+
+@pytest.mark.parametrize("sync_every", [2, 5])
+@pytest.mark.parametrize(("method", "settings"), [SETTINGS[3], SETTINGS[7]],
+                         ids=[IDS[3], IDS[7]])
+def test_reading_every_k_iterations_changes_no_result(teacher, arith, method, settings,
+                                                      sync_every):
+    prompts = ragged_prompts(teacher, arith, 12)
+    every = decode(teacher, arith, prompts, method, settings, 4)
+    assert decode(teacher, arith, prompts, method, settings, 4, sync_every=sync_every) == every
+
+
+def test_a_row_at_the_safety_cap_stops_alone(teacher, arith, monkeypatch):
+    prompts = ragged_prompts(teacher, arith, 6)
+    monkeypatch.setattr(rows_module, "SAFETY_CAP_FORWARDS", 20)
+    capped = decode(teacher, arith, prompts, "vanilla", {}, 3)  # vanilla needs 64 forwards
+    fast = decode(teacher, arith, prompts, "multiblock", {}, 3)
+    assert {forwards for forwards, _ in capped.values()} == {20}
+    assert all(teacher.spec.mask_token_id in tokens for _, tokens in capped.values())
+    assert all(forwards < 20 for forwards, _ in fast.values())
+
+
+def test_commit_steps_record_the_forward_of_every_commit(teacher, arith):
+    prompts = ragged_prompts(teacher, arith, 5)
+    options = DecodeOptions(gen_length=arith.gen_length, block_size=teacher.spec.block_size)
+    for done in decode_prompts(teacher.model, teacher.spec, prompts, range(5),
+                               STRATEGIES["vanilla"], options, 2, commit_steps=True):
+        assert sorted(done.commit_step) == list(range(arith.gen_length))  # one per forward
+
+
+@pytest.mark.parametrize(("method", "settings"), [SETTINGS[5]], ids=[IDS[5]])
+def test_compiled_forward_gives_the_eager_tokens_with_bounded_recompiles(teacher, arith,
+                                                                        method, settings):
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    prompts = ragged_prompts(teacher, arith, 50)
+    eager = decode(teacher, arith, prompts, method, settings, 16)
+    compiled = decode(teacher, arith, prompts, method, settings, 16, compile=True)
+    assert compiled == eager
+    assert counters["stats"]["unique_graphs"] <= arith.gen_length // teacher.spec.block_size + 1
+    assert not counters["graph_break"]
