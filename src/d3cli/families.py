@@ -2,8 +2,8 @@
 
 A family says how a folder's ``config.json`` becomes a `D3Config`, how its safetensors
 parameter names become d3's, and which tokens end an answer. LLaDA (OLMo-style names) and
-Dream (Qwen2 names) follow ../shared/design/algorithms.md §6.1 and §6.2; d3's own checkpoints
-are transformers folders of `D3Model` and need no mapping. No remote code is ever run.
+Dream (Qwen2 names) follow the published checkpoints' layouts; d3's own checkpoints are
+transformers folders of `D3Model` and need no mapping. No remote code is ever run.
 """
 
 from __future__ import annotations

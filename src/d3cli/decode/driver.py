@@ -12,8 +12,8 @@ rows and refills their slots from the queue, so the batch keeps its shape.
 
 from __future__ import annotations
 
+import itertools
 import time
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -45,17 +45,44 @@ class Decoded:
 
 
 StrategyFactory = Callable[[Rows, ModelSpec, DecodeOptions], Strategy]
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def compiled(model: D3Model) -> Callable[..., Tensor]:
-    """The model's forward under torch.compile (CUDA graphs on CUDA), built once per model.
-    `fullgraph` makes any graph break an error."""
-    if model not in _COMPILED:
+    """The model's forward under torch.compile (CUDA graphs on CUDA), built once per model
+    (kept in its `__dict__`, out of the module tree). `fullgraph` makes a graph break an
+    error."""
+    if "_d3_compiled" not in model.__dict__:
         cuda = next(model.parameters()).device.type == "cuda"
-        _COMPILED[model] = torch.compile(model, fullgraph=True, dynamic=False,
-                                         mode="reduce-overhead" if cuda else None)
-    return _COMPILED[model]
+        model.__dict__["_d3_compiled"] = torch.compile(
+            model, fullgraph=True, dynamic=False, mode="reduce-overhead" if cuda else None)
+    return model.__dict__["_d3_compiled"]
+
+
+@dataclass
+class SlotRead:
+    """The host's copy of one read: per slot, whether it decodes, its forwards, the suffix
+    start its next forward needs and whether its block alone serves it; the answers (and
+    commit steps) of every slot, flat."""
+
+    active: list[int]
+    forwards: list[int]
+    starts: list[int]
+    block_only: list[int]
+    answers: list[int]
+    steps: list[int] | None
+
+    @classmethod
+    def unpack(cls, packed: list[int], slots: int, commit_steps: bool) -> SlotRead:
+        fields = [packed[index * slots:(index + 1) * slots] for index in range(4)]
+        answers = packed[4 * slots:]
+        if not commit_steps:
+            return cls(*fields, answers, None)
+        half = len(answers) // 2
+        return cls(*fields, answers[:half], answers[half:])
+
+    def row(self, values: list[int] | None, slot: int) -> list[int] | None:
+        width = len(self.answers) // len(self.active)
+        return None if values is None else values[slot * width:(slot + 1) * width]
 
 
 def choose_window(starts: dict[int, int], block_only: dict[int, bool], waited: dict[int, int],
@@ -136,66 +163,60 @@ class Driver:
                        self.score_dtype)
         self.strategy.commit(plan, scores, logits, served)
 
-    def read(self, plan: Plan, commit_steps: bool) -> list[int]:
-        """The one host synchronisation: activity, prompts, forwards, window needs and
-        answers of every slot, packed into one transfer."""
+    def read(self, plan: Plan, commit_steps: bool) -> SlotRead:
+        """The one host synchronisation: activity, forwards, window needs and answers of
+        every slot, packed into one transfer."""
         rows = self.rows
         zeros = torch.zeros_like(rows.forwards)
-        parts = [plan.active.long(), rows.prompt, rows.forwards,
+        parts = [plan.active.long(), rows.forwards,
                  zeros if plan.need_start is None else plan.need_start,
                  zeros if plan.block_only is None else plan.block_only.long(),
                  rows.generation.flatten()]
         if commit_steps:
             parts.append(rows.commit_step.flatten())
-        return torch.cat(parts).tolist()
+        return SlotRead.unpack(torch.cat(parts).tolist(), rows.slots, commit_steps)
 
     def run(self, sync_every: int, commit_steps: bool) -> Iterator[Decoded]:
         """Decode the whole queue, yielding each prompt as its row finishes."""
-        slots, gen_length = self.rows.slots, self.options.gen_length
-        block_width = self.options.block_size + self.shift
-        prompt_of, started = [-1] * slots, [0.0] * slots
-        waited = [0] * slots
-        next_prompt, iteration, window = 0, 0, 0
-        while True:
+        slots = self.rows.slots
+        prompt_of, started, waited = [-1] * slots, [0.0] * slots, [0] * slots
+        next_prompt, window = 0, 0
+        for iteration in itertools.count():
             plan = self.strategy.plan()
             if iteration % sync_every == 0:
-                packed = self.read(plan, commit_steps)
-                now = time.perf_counter()
-                field = [packed[index * slots:(index + 1) * slots] for index in range(5)]
-                active, _, forwards, starts, block_only = field
-                answers = packed[5 * slots:]
+                read, now = self.read(plan, commit_steps), time.perf_counter()
                 for slot in range(slots):
-                    if prompt_of[slot] >= 0 and not active[slot]:
-                        offset = slot * gen_length
-                        steps = None
-                        if commit_steps:
-                            steps = answers[(slots + slot) * gen_length:
-                                            (slots + slot + 1) * gen_length]
-                        yield Decoded(prompt_of[slot], answers[offset:offset + gen_length],
-                                      forwards[slot], now - started[slot], steps)
+                    if prompt_of[slot] >= 0 and not read.active[slot]:
+                        yield Decoded(prompt_of[slot], read.row(read.answers, slot),
+                                      read.forwards[slot], now - started[slot],
+                                      read.row(read.steps, slot))
                         prompt_of[slot] = -1
-                free = [slot for slot in range(slots) if not active[slot]]
+                free = [slot for slot in range(slots) if not read.active[slot]]
                 if free and next_prompt < len(self.queue):
                     self.strategy.reset(self.rows.refill(self.queue, ~plan.active, next_prompt))
                     for slot in free[:len(self.queue) - next_prompt]:
-                        prompt_of[slot], started[slot] = next_prompt, now
-                        active[slot], starts[slot], block_only[slot] = True, 0, False
+                        prompt_of[slot], started[slot], waited[slot] = next_prompt, now, 0
+                        read.active[slot], read.starts[slot], read.block_only[slot] = 1, 0, 0
                         next_prompt += 1
                     plan = self.strategy.plan()
-                live = [slot for slot in range(slots) if active[slot]]
+                live = [slot for slot in range(slots) if read.active[slot]]
                 if not live:
                     return
                 if plan.need_start is not None:
-                    window = choose_window({s: starts[s] for s in live},
-                                           {s: bool(block_only[s]) for s in live},
-                                           {s: waited[s] for s in live}, self.rows.length,
-                                           block_width)
-                    for slot in live:
-                        fits = block_only[slot] if window == BLOCK_WINDOW else \
-                            starts[slot] >= window
-                        waited[slot] = 0 if fits else waited[slot] + 1
+                    window = self.choose(read, live, waited)
             self.iterate(plan, window)
-            iteration += 1
+
+    def choose(self, read: SlotRead, live: list[int], waited: list[int]) -> int:
+        """`choose_window` over the live rows; counts the reads each row waits."""
+        window = choose_window({slot: read.starts[slot] for slot in live},
+                               {slot: bool(read.block_only[slot]) for slot in live},
+                               {slot: waited[slot] for slot in live}, self.rows.length,
+                               self.options.block_size + self.shift)
+        for slot in live:
+            fits = read.block_only[slot] if window == BLOCK_WINDOW else \
+                read.starts[slot] >= window
+            waited[slot] = 0 if fits else waited[slot] + 1
+        return window
 
 
 @torch.no_grad()

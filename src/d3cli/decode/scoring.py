@@ -46,23 +46,25 @@ def gumbel_noise(keys: Tensor, forwards: Tensor, positions: Tensor, vocab_size: 
 
 def score(logits: Tensor, mask_id: int, temperature: float, noise: Tensor | None,
           dtype: torch.dtype) -> Scores:
-    """Proposed tokens with their confidence and entropy, computed in `dtype`.
+    """Proposed tokens with their confidence and entropy, computed in `dtype`; `logits` are
+    consumed (changed in place when already in `dtype`).
 
     T = 0 takes the argmax; T > 0 takes Gumbel-max over logits / T (`noise` is the Gumbel
     draw), which samples softmax(logits / T). Confidence (probability of the proposal) and
     entropy come from the softmax of the raw logits. The mask token is never proposed: its
     logit becomes the lowest finite number, so its probability and its p·log p are exactly 0.
+    Three passes over the logits after the softmax: argmax, exp, and one batched dot product
+    for the entropy (no [rows, k, V] product tensor).
     """
-    logits = logits.to(dtype, copy=True)
+    logits = logits.to(dtype)
     logits[..., mask_id] = torch.finfo(dtype).min
     if temperature > 0:
         tokens = (logits / temperature + noise).argmax(-1)
     else:
         tokens = logits.argmax(-1)
     log_probs = logits.log_softmax(-1)
-    probs = log_probs.exp()
-    entropy = -(probs * log_probs).sum(-1)
-    confidence = probs.gather(-1, tokens[..., None]).squeeze(-1)
+    entropy = -(log_probs.exp()[..., None, :] @ log_probs[..., :, None]).flatten(-3)
+    confidence = log_probs.gather(-1, tokens[..., None]).squeeze(-1).exp()
     return Scores(tokens, confidence, entropy)
 
 
