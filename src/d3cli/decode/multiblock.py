@@ -48,7 +48,6 @@ class Multiblock:
         self.block_size = options.block_size
         self.num_blocks = num_blocks = options.gen_length // options.block_size
         self.open_limit = min(options.blocks or num_blocks, num_blocks)
-        self.read_width = self.open_limit * self.block_size
         slots, device = rows.slots, rows.canvas.device
         self.block_index = torch.arange(1 + num_blocks, device=device)
         self.positions = torch.arange(options.gen_length, device=device)

@@ -35,8 +35,7 @@ class SemiAutoregressive:
                  choose: Chooser) -> None:
         self.rows, self.choose, self.cache_mode = rows, choose, options.cache
         self.uses_cache = options.cache != "none"
-        self.read_width = block_size = options.block_size
-        self.block_size = block_size
+        self.block_size = block_size = options.block_size
         self.shift = int(spec.logit_shift)
         self.offsets = torch.arange(block_size, device=rows.canvas.device)
         self.cached_block = torch.full_like(rows.forwards, -1)  # block the cache was built for

@@ -33,7 +33,6 @@ class Strategy(Protocol):
     """A decoding method: which positions the next forward must give, which to commit."""
 
     uses_cache: bool
-    read_width: int  # k: answer positions read per row and forward
 
     def reset(self, slots: Tensor) -> None:
         """The rows in `slots` [slots] bool start a new prompt."""
