@@ -61,20 +61,21 @@ def compiled(model: D3Model) -> Callable[..., Tensor]:
 @dataclass
 class SlotRead:
     """The host's copy of one read: per slot, whether it decodes, its forwards, the suffix
-    start its next forward needs and whether its block alone serves it; the answers (and
-    commit steps) of every slot, flat."""
+    start its next forward needs, whether its block alone serves it and the first answer
+    column it reads; the answers (and commit steps) of every slot, flat."""
 
     active: list[int]
     forwards: list[int]
     starts: list[int]
     block_only: list[int]
+    read_need: list[int]
     answers: list[int]
     steps: list[int] | None
 
     @classmethod
     def unpack(cls, packed: list[int], slots: int, commit_steps: bool) -> SlotRead:
-        fields = [packed[index * slots:(index + 1) * slots] for index in range(4)]
-        answers = packed[4 * slots:]
+        fields = [packed[index * slots:(index + 1) * slots] for index in range(5)]
+        answers = packed[5 * slots:]
         if not commit_steps:
             return cls(*fields, answers, None)
         half = len(answers) // 2
@@ -171,6 +172,7 @@ class Driver:
         parts = [plan.active.long(), rows.forwards,
                  zeros if plan.need_start is None else plan.need_start,
                  zeros if plan.block_only is None else plan.block_only.long(),
+                 zeros if plan.read_need is None else plan.read_need,
                  rows.generation.flatten()]
         if commit_steps:
             parts.append(rows.commit_step.flatten())
@@ -180,7 +182,7 @@ class Driver:
         """Decode the whole queue, yielding each prompt as its row finishes."""
         slots = self.rows.slots
         prompt_of, started, waited = [-1] * slots, [0.0] * slots, [0] * slots
-        next_prompt, window = 0, 0
+        next_prompt, window, read_start = 0, 0, 0
         for iteration in itertools.count():
             plan = self.strategy.plan()
             if iteration % sync_every == 0:
@@ -197,6 +199,7 @@ class Driver:
                     for slot in free[:len(self.queue) - next_prompt]:
                         prompt_of[slot], started[slot], waited[slot] = next_prompt, now, 0
                         read.active[slot], read.starts[slot], read.block_only[slot] = 1, 0, 0
+                        read.read_need[slot] = 0
                         next_prompt += 1
                     plan = self.strategy.plan()
                 live = [slot for slot in range(slots) if read.active[slot]]
@@ -204,7 +207,19 @@ class Driver:
                     return
                 if plan.need_start is not None:
                     window = self.choose(read, live, waited)
+                read_start = self.read_start(read, live, window)
+            if plan.read_need is not None:
+                plan = plan.from_column(read_start)
             self.iterate(plan, window)
+
+    def read_start(self, read: SlotRead, live: list[int], window: int) -> int:
+        """The first answer column read until the next host read, for a plan that reads every
+        answer position. Uncached: the least need of the live rows (it only grows between
+        reads). Cached: where the window's answer part starts (a served row's cache covers
+        the blocks before it, which are finished), so each window has one read shape."""
+        if self.cache is None:
+            return min(read.read_need[slot] for slot in live)
+        return max(window + self.shift - self.rows.prompt_length, 0)
 
     def choose(self, read: SlotRead, live: list[int], waited: list[int]) -> int:
         """`choose_window` over the live rows; counts the reads each row waits."""

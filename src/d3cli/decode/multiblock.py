@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -30,6 +30,9 @@ class MultiblockPlan(Plan):
     table: BlockTable | None = None  # the table after this iteration's activation and cache plan
     masks_left: Tensor | None = None  # [slots, 1 + blocks]
     candidates: Tensor | None = None  # [slots, k] at `read`
+
+    def from_column(self, start: int) -> MultiblockPlan:
+        return replace(self, read=self.read[:, start:], candidates=self.candidates[:, start:])
 
 
 class Multiblock:
@@ -100,8 +103,12 @@ class Multiblock:
                            full)
         # The answer positions read: every block, or the first `blocks` open ones.
         open_with_masks = (created & (masks_left > 0))[:, 1:]
+        read_need = None
         if self.open_limit == self.num_blocks:
             read = self.positions.expand(slots, -1)
+            first_open = torch.where(open_with_masks.any(1), open_with_masks.int().argmax(1),
+                                     self.num_blocks)
+            read_need = first_open * self.block_size
         else:
             order = torch.where(open_with_masks, 0, self.num_blocks) + self.block_index[:-1]
             blocks = order.topk(self.open_limit, largest=False).values % self.num_blocks
@@ -109,7 +116,7 @@ class Multiblock:
         in_created = created.gather(1, self.block_of_position.expand(slots, -1))
         candidates = (masked & in_created).gather(1, read)
         new_table = BlockTable(created, full, table.completed_at, table.cache_len)
-        plan = MultiblockPlan(rows.active(masked), read, table=new_table,
+        plan = MultiblockPlan(rows.active(masked), read, read_need=read_need, table=new_table,
                               masks_left=masks_left, candidates=candidates)
         if self.uses_cache:
             self.plan_delayed_cache(plan)

@@ -53,8 +53,9 @@ def score(logits: Tensor, mask_id: int, temperature: float, noise: Tensor | None
     draw), which samples softmax(logits / T). Confidence (probability of the proposal) and
     entropy come from the softmax of the raw logits. The mask token is never proposed: its
     logit becomes the lowest finite number, so its probability and its p·log p are exactly 0.
-    Three passes over the logits after the softmax: argmax, exp, and one batched dot product
-    for the entropy (no [rows, k, V] product tensor).
+    Probabilities and log-probabilities come from the fused softmax kernels (a separate
+    `exp` over very negative log-probabilities is several times slower on CPU); the entropy
+    is one batched dot product (no [rows, k, V] product tensor).
     """
     logits = logits.to(dtype)
     logits[..., mask_id] = torch.finfo(dtype).min
@@ -62,9 +63,9 @@ def score(logits: Tensor, mask_id: int, temperature: float, noise: Tensor | None
         tokens = (logits / temperature + noise).argmax(-1)
     else:
         tokens = logits.argmax(-1)
-    log_probs = logits.log_softmax(-1)
-    entropy = -(log_probs.exp()[..., None, :] @ log_probs[..., :, None]).flatten(-3)
-    confidence = log_probs.gather(-1, tokens[..., None]).squeeze(-1).exp()
+    probs = logits.softmax(-1)
+    entropy = -(probs[..., None, :] @ logits.log_softmax(-1)[..., :, None]).flatten(-3)
+    confidence = probs.gather(-1, tokens[..., None]).squeeze(-1)
     return Scores(tokens, confidence, entropy)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from torch import Tensor
@@ -19,6 +19,8 @@ class Plan:
     elsewhere; `need_start` is the latest start of a suffix window that still covers what
     the row recomputes and reads, and `block_only` marks rows a window of just their block
     serves (the dual cache). Without a cache every forward is the whole canvas.
+    `read_need` is set when `read` is every answer position: per row, the first column it
+    needs (a block boundary); the driver may drop the columns no served row needs.
     """
 
     active: Tensor  # [slots] bool
@@ -27,6 +29,11 @@ class Plan:
     fresh_to: Tensor | None = None  # [slots]
     need_start: Tensor | None = None  # [slots]
     block_only: Tensor | None = None  # [slots] bool
+    read_need: Tensor | None = None  # [slots]
+
+    def from_column(self, start: int) -> Plan:
+        """The plan reading only columns `start:` of `read`."""
+        return replace(self, read=self.read[:, start:])
 
 
 class Strategy(Protocol):
