@@ -501,6 +501,9 @@ BAD_INPUTS = {
     "zero_tpf": ("s.csv", "task,method,tpf,accuracy\nT,m,1,80\nT,m,0,79\n", 3, "TPF"),
     "negative_tpf": ("s.yaml", "- {task: T, method: m, tpf: -2, accuracy: 80}\n", 1, "TPF"),
     "no_generated_tokens": ("r.jsonl", f"{NO_TOKENS}\n", 1, "TPF"),
+    "fractional_correct": ("r.jsonl", GOOD_RECORD.replace("true", "0.9") + "\n", 1,
+                           "must be true/false"),
+    "no_model": ("r.jsonl", GOOD_RECORD.replace('"model": "tiny", ', "") + "\n", 1, "model"),
     "empty_jsonl": ("r.jsonl", "", 1, "empty"),
     "empty_yaml": ("s.yaml", "# nothing here\n", 1, "empty"),
     "empty_csv": ("s.csv", "task,method,tpf,accuracy\n", 1, "empty"),
@@ -539,3 +542,18 @@ def test_bad_input_in_the_second_file_names_that_file(tmp_path):
     assert result.exit_code == 2
     (error,) = result.stderr.strip().splitlines()
     assert f"{bad}:2:" in error
+
+
+def test_two_models_in_one_file_give_two_curves_never_one(tmp_path):
+    path = tmp_path / "results.jsonl"
+    student = [record("multiblock", {"threshold": 0.5}, 6, 2, True) for _ in range(4)]
+    teacher = [record("multiblock", {"threshold": 0.5}, 6, 6, False) for _ in range(4)]
+    write_results(path, [{**one, "model": "arith-d3"} for one in student]
+                  + [{**one, "model": "arith-teacher"} for one in teacher])
+    report = aup.build_report(aup.load([path], skip_first=0))
+    points = {curve.model: [(s.point.tpf, s.point.accuracy) for s in curve.points]
+              for curve in report.curves}
+    assert points == {"arith-d3": [(3.0, 100.0)], "arith-teacher": [(1.0, 0.0)]}
+    result = runner.invoke(app, ["aup", str(path), "--skip-first", "0"])
+    assert result.exit_code == 0, result.output
+    assert "arith-d3" in result.stdout and "arith-teacher" in result.stdout

@@ -27,7 +27,7 @@ DROP_LIMIT = 5.0  # accuracy points a curve may fall below its first point (§4.
 SKIP_FIRST = 10  # warm-up samples skipped per result group, as the reference harnesses do (§4.2)
 SCALES = ("percent", "fraction")
 FORMATS = ("table", "json", "csv")
-RESULT_FIELDS = ("task", "method", "config", "gen_tokens", "forwards", "correct")
+RESULT_FIELDS = ("task", "model", "method", "config", "gen_tokens", "forwards", "correct")
 SUMMARY_FIELDS = ("task", "method", "tpf", "accuracy")
 SWEPT_OPTIONS = ("threshold",)  # config keys that move a point along its method's curve
 PANEL_SIZE_PX = (400, 350)  # one plot panel, width x height
@@ -70,6 +70,7 @@ class Curve:
     task: str
     method: str
     points: tuple[Point, ...]
+    model: str | None = None  # result files: the model that decoded every point
 
 
 # --- the metric (§4.1) ---------------------------------------------------------------------
@@ -161,8 +162,9 @@ class _Group:
 
 
 def _result_curves(path: Path, text: str, skip_first: int) -> list[Curve]:
-    """Group records by (task, method, config): accuracy = mean(correct)·100, TPF = Σtok/Σfwd."""
-    groups: dict[tuple[str, str, str], _Group] = {}
+    """Group records by (task, model, method, config): accuracy = mean(correct)·100,
+    TPF = Σtok/Σfwd. Records of different models never share a curve."""
+    groups: dict[tuple[str, str, str, str], _Group] = {}
     for line, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
@@ -174,6 +176,7 @@ def _result_curves(path: Path, text: str, skip_first: int) -> list[Curve]:
             raise AupInputError(f"{path}:{line}: expected a JSON object, got {raw.strip()[:40]}")
         _require_fields(path, line, record, RESULT_FIELDS)
         task = _name(path, line, record, "task")
+        model = _name(path, line, record, "model")
         method = _name(path, line, record, "method")
         if not isinstance(record["config"], dict):
             raise AupInputError(f"{path}:{line}: field 'config' must be a JSON object")
@@ -185,11 +188,12 @@ def _result_curves(path: Path, text: str, skip_first: int) -> list[Curve]:
             raise AupInputError(f"{path}:{line}: gen_tokens {gen_tokens:g} is negative")
         if forwards <= 0:
             raise AupInputError(f"{path}:{line}: forwards {forwards:g} must be > 0")
-        if isinstance(correct, bool):
-            correct = float(correct)
-        elif not _is_number(correct) or not 0 <= correct <= 1:
-            raise AupInputError(f"{path}:{line}: field 'correct' must be true/false or 0..1")
-        group = groups.setdefault((task, method, config), _Group(line=line))
+        if correct in (0, 1) and not isinstance(correct, float | str):
+            correct = float(correct)  # true/false or 0/1
+        else:
+            raise AupInputError(f"{path}:{line}: field 'correct' must be true/false (or 0/1), "
+                                f"got {json.dumps(correct)}")
+        group = groups.setdefault((task, model, method, config), _Group(line=line))
         group.seen += 1
         if group.seen <= skip_first:
             continue
@@ -199,9 +203,9 @@ def _result_curves(path: Path, text: str, skip_first: int) -> list[Curve]:
         group.correct += correct
     if not groups:
         raise AupInputError(f"{path}:1: empty file")
-    curves: dict[tuple[str, str, str], list[Point]] = {}
-    for (task, method, config), group in groups.items():
-        where = f"{path}:{group.line}: {method} on {task} with config {config}"
+    curves: dict[tuple[str, str, str, str], list[Point]] = {}
+    for (task, model, method, config), group in groups.items():
+        where = f"{path}:{group.line}: {model} {method} on {task} with config {config}"
         if group.samples == 0:
             raise AupInputError(
                 f"{where}: all {group.seen} samples skipped by --skip-first {skip_first}"
@@ -211,13 +215,14 @@ def _result_curves(path: Path, text: str, skip_first: int) -> list[Curve]:
             raise AupInputError(f"{where}: TPF is {tpf:g} (no generated tokens); must be > 0")
         accuracy = 100.0 * group.correct / group.samples
         point = Point(tpf, accuracy, config=config, samples=group.samples, line=group.line)
-        curves.setdefault((task, method, _fixed_options(config)), []).append(point)
-    settings: dict[tuple[str, str], list[str]] = {}
-    for task, method, fixed in curves:
-        settings.setdefault((task, method), []).append(fixed)
+        curves.setdefault((task, model, method, _fixed_options(config)), []).append(point)
+    settings: dict[tuple[str, str, str], list[str]] = {}
+    for task, model, method, fixed in curves:
+        settings.setdefault((task, model, method), []).append(fixed)
     return [
-        Curve(str(path), task, _curve_name(method, fixed, settings[task, method]), tuple(points))
-        for (task, method, fixed), points in curves.items()
+        Curve(str(path), task, _curve_name(method, fixed, settings[task, model, method]),
+              tuple(points), model)
+        for (task, model, method, fixed), points in curves.items()
     ]
 
 
@@ -363,6 +368,7 @@ class CurveScore:
     points: tuple[ScoredPoint, ...]  # sorted by TPF
     aup: float | None
     error: str | None
+    model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -373,6 +379,7 @@ class MethodAverage:
     method: str
     aup_by_task: dict[str, float | None]
     average: float | None
+    model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -401,6 +408,7 @@ class Report:
                 {
                     "source": curve.source,
                     "task": curve.task,
+                    "model": curve.model,
                     "method": curve.method,
                     "y_max": curve.y_max,
                     "aup": curve.aup,
@@ -422,6 +430,7 @@ class Report:
             "averages": [
                 {
                     "source": average.source,
+                    "model": average.model,
                     "method": average.method,
                     "aup_by_task": average.aup_by_task,
                     "average": average.average,
@@ -432,7 +441,8 @@ class Report:
 
     def to_csv(self) -> str:
         """One row per point (with its curve's AUP), then one row per method average."""
-        columns = ["kind", "source", "task", "method", "config", "samples", "tpf", "accuracy"]
+        columns = ["kind", "source", "task", "model", "method", "config", "samples", "tpf",
+                   "accuracy"]
         columns += ["y_max", "weight", "kept", "aup", "error"]
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
@@ -444,6 +454,7 @@ class Report:
                         "kind": "point",
                         "source": curve.source,
                         "task": curve.task,
+                        "model": curve.model or "",
                         "method": curve.method,
                         "config": scored.point.config or "",
                         "samples": "" if scored.point.samples is None else scored.point.samples,
@@ -462,6 +473,7 @@ class Report:
                 {
                     "kind": "average",
                     "source": average.source,
+                    "model": average.model or "",
                     "method": average.method,
                     "aup": value,
                 }
@@ -524,7 +536,8 @@ def _score_curve(curve: Curve, y_max: float, alpha: float) -> CurveScore:
     except AccuracyDropError as exc:
         value = None
         error = f"{curve.source}:{exc.last.line}: {curve.method} on {curve.task}: {exc}; no AUP"
-    return CurveScore(curve.source, curve.task, curve.method, y_max, points, value, error)
+    return CurveScore(curve.source, curve.task, curve.method, y_max, points, value, error,
+                      curve.model)
 
 
 def _averages(scores: Sequence[CurveScore]) -> list[MethodAverage]:
@@ -533,12 +546,13 @@ def _averages(scores: Sequence[CurveScore]) -> list[MethodAverage]:
     for source in dict.fromkeys(score.source for score in scores):
         in_file = [score for score in scores if score.source == source]
         tasks = list(dict.fromkeys(score.task for score in in_file))
-        for method in dict.fromkeys(score.method for score in in_file):
-            by_task = {score.task: score.aup for score in in_file if score.method == method}
+        for model, method in dict.fromkeys((score.model, score.method) for score in in_file):
+            by_task = {score.task: score.aup for score in in_file
+                       if (score.model, score.method) == (model, method)}
             values = [by_task.get(task) for task in tasks]
             complete = all(value is not None for value in values)
             mean = sum(values) / len(values) if complete else None
-            averages.append(MethodAverage(source, method, by_task, mean))
+            averages.append(MethodAverage(source, method, by_task, mean, model))
     return averages
 
 
@@ -565,7 +579,9 @@ def text_tables(report: Report) -> list[TextTable]:
     for task in dict.fromkeys(curve.task for curve in report.curves):
         curves = [curve for curve in report.curves if curve.task == task]
         with_config = any(s.point.config is not None for c in curves for s in c.points)
-        columns = ("file",) * several_files + ("method",) + ("config", "n") * with_config
+        with_model = any(curve.model for curve in curves)
+        columns = ("file",) * several_files + ("model",) * with_model + ("method",)
+        columns += ("config", "n") * with_config
         columns += ("TPF", "accuracy", "W", "AUP")
         rows, ends = [], []
         for curve in curves:
@@ -573,6 +589,7 @@ def text_tables(report: Report) -> list[TextTable]:
             for index, scored in enumerate(curve.points):
                 first = index == 0
                 row = (Path(curve.source).name if first else "",) * several_files
+                row += ((curve.model or "") if first else "",) * with_model
                 row += (curve.method if first else "",)
                 if with_config:
                     samples = scored.point.samples
@@ -588,14 +605,16 @@ def text_tables(report: Report) -> list[TextTable]:
     for source in report.sources:
         averages = [average for average in report.averages if average.source == source]
         tasks = list(dict.fromkeys(c.task for c in report.curves if c.source == source))
+        with_model = any(average.model for average in averages)
         rows = []
         for average in averages:
             cells = [_number_text(average.aup_by_task, task) for task in tasks]
             mean = "—" if average.average is None else f"{average.average:.2f}"
-            rows.append((average.method, *cells, mean))
+            rows.append((average.model or "",) * with_model + (average.method, *cells, mean))
         title = f"average AUP over {len(tasks)} task(s): {source}"
-        columns = ("method", *tasks, "average")
-        tables.append(TextTable(title, columns, tuple(rows), (False,) * len(rows), 1))
+        columns = ("model",) * with_model + ("method", *tasks, "average")
+        tables.append(TextTable(title, columns, tuple(rows), (False,) * len(rows),
+                                1 + with_model))
     return tables
 
 
@@ -648,7 +667,8 @@ def plot(report: Report, path: Path) -> None:
         for curve in (curve for curve in report.curves if curve.task == task):
             kept = [s.point for s in curve.points if s.kept]
             dropped = [s.point for s in curve.points if not s.kept]
-            name = f"{curve.method} [{Path(curve.source).stem}]" if several_files else curve.method
+            name = f"{curve.model}: {curve.method}" if curve.model else curve.method
+            name = f"{name} [{Path(curve.source).stem}]" if several_files else name
             score = "AUP error" if curve.aup is None else f"AUP {curve.aup:.1f}"
             (line,) = axis.plot(
                 [p.tpf for p in kept],
