@@ -220,6 +220,24 @@ def test_decode_cli_resumes_without_duplicates(tmp_path):
     assert sorted(r["id"] for r in records) == [f"arith-{i}" for i in range(6)]
 
 
+def test_decode_cli_resume_key_holds_the_seed_and_the_summary_covers_the_file(tmp_path):
+    out = tmp_path / "results.jsonl"
+    common = ["--limit", "4", "--method", "vanilla", "--out", str(out)]
+    first = invoke(*common, "--temperature", "0.7", "--seed", "1")
+    assert first.exit_code == 0, first.output
+    again = invoke(*common, "--temperature", "0.7", "--seed", "2")  # another seed: decoded
+    assert again.exit_code == 0, again.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["env"]["seed"] for r in records) == [1] * 4 + [2] * 4
+    resumed = invoke(*common, "--temperature", "0.7", "--seed", "2")  # nothing new
+    assert resumed.exit_code == 0, resumed.output
+    assert len(out.read_text().splitlines()) == 8
+    assert "4 (0)" in resumed.stdout  # four rows in the file, none new
+    seed2 = [r for r in records if r["env"]["seed"] == 2]
+    accuracy = 100 * sum(r["correct"] for r in seed2) / 4
+    assert f"{accuracy:.1f}" in resumed.stdout
+
+
 def test_decode_cli_reads_a_prompts_file(tmp_path, arith):
     prompts = tmp_path / "prompts.jsonl"
     example = arith.eval_examples(1)[0]

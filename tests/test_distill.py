@@ -9,10 +9,11 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -269,3 +270,109 @@ def test_bad_input_is_one_line(trajectories, tmp_path, change, message):
     assert result.exit_code == 2, result.output
     assert message in result.output and result.output.strip().count("\n") == 0
     assert "Traceback" not in result.output
+
+
+def test_bf16_autocast_trains_float32_master_weights_and_the_loss_falls(trajectories,
+                                                                        tmp_path):
+    loaded = load_model("arith-teacher", device="cpu", dtype="float32")
+    seen = []
+    loaded.model.lm_head.register_forward_hook(
+        lambda module, args, output: seen.append(output.dtype))
+    config = replace(load_config(preset_path("d3"), "d3", {}), lora=False, max_steps=16,
+                     batch_size=4, gradient_accumulation=1, learning_rate=3e-4,
+                     logging_steps=1, save_steps=100)
+    job = DistillJob(loaded, trajectories, config, tmp_path / "student", bf16=True)
+    trainer = job.prepare()
+    job.run(trainer)
+    assert set(seen) == {torch.bfloat16}, "the forward did not run under bf16 autocast"
+    assert {parameter.dtype for parameter in trainer.model.parameters()} == {torch.float32}
+    moments = [state["exp_avg"].dtype for state in trainer.optimizer.state.values()]
+    assert moments and set(moments) == {torch.float32}
+    saved = load_file(tmp_path / "student" / "model.safetensors")
+    assert {tensor.dtype for tensor in saved.values()} == {torch.float32}
+    losses = [json.loads(line)["loss"] for line in
+              (tmp_path / "student" / "distill_log.jsonl").read_text().splitlines()
+              if "loss" in json.loads(line)]
+    assert len(losses) == 16 and sum(losses[-4:]) < sum(losses[:4])
+
+
+def test_gradient_checkpointing_recomputes_layers_and_keeps_the_gradients():
+    model = load_model("arith-teacher", device="cpu").model.train()
+    calls = []
+    model.layers[0].mlp.register_forward_pre_hook(lambda module, args: calls.append(1))
+    ids = torch.randint(0, 21, (2, 24), generator=torch.Generator().manual_seed(0))
+
+    def gradients() -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        model(ids).logsumexp(-1).mean().backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    plain = gradients()
+    assert len(calls) == 1
+    model.gradient_checkpointing_enable()
+    checkpointed = gradients()
+    assert len(calls) == 3, "the layer was not recomputed in the backward pass"
+    for name, gradient in plain.items():
+        torch.testing.assert_close(checkpointed[name], gradient, atol=1e-6, rtol=1e-5)
+
+
+def test_a_warmup_ratio_reaches_the_scheduler(trajectories, tmp_path):
+    """transformers >= 5 reads `warmup_steps` below 1 as a ratio (the floor in pyproject)."""
+    loaded = load_model("arith-teacher", device="cpu")
+    config = replace(load_config(preset_path("d3"), "d3", {}), max_steps=20,
+                     lr_scheduler="cosine", warmup_ratio=0.25, learning_rate=1e-3)
+    trainer = DistillJob(loaded, trajectories, config, tmp_path / "student").prepare()
+    trainer.create_optimizer_and_scheduler(num_training_steps=20)
+    rates = []
+    for _ in range(8):
+        rates.append(trainer.lr_scheduler.get_last_lr()[0])
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    assert rates[0] == 0.0 and rates[5] == pytest.approx(1e-3)
+    assert rates[:6] == sorted(rates[:6]) and rates[7] < rates[6]
+
+
+def test_lora_on_two_processes_equals_one_process_with_their_accumulation(tmp_path):
+    """LLaDA-format teacher; 2 processes × accumulation 2 read the same micro-batches and
+    draw the same noise as 1 process × accumulation 4, and average the same way."""
+    from test_families import write_llada
+
+    teacher = tmp_path / "LLaDA-8B-Instruct"
+    write_llada(teacher)
+    trajectories = tmp_path / "trajectories"
+    result = CliRunner().invoke(app, ["trajectories", "--model", str(teacher), "--out",
+                                      str(trajectories), "--num", "40", "--attempts", "1",
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    preset = load_config(preset_path("LLaDA"), "d3", {})
+    arguments = ["--teacher", str(teacher), "--trajectories", str(trajectories),
+                 "--all-answers", "--max-steps", "3", "--batch-size", "2",
+                 "--learning-rate", "1e-3", "--device", "cpu"]
+    students, logs = {}, {}
+    for processes, accumulation in ((1, 4), (2, 2)):
+        config = tmp_path / f"accumulation{accumulation}.yaml"
+        settings = asdict(replace(preset, gradient_accumulation=accumulation, logging_steps=1))
+        settings = {key: list(value) if isinstance(value, tuple) else value
+                    for key, value in settings.items() if key != "recipe"}
+        config.write_text(yaml.safe_dump({"d3": settings}))
+        out = tmp_path / f"student{processes}"
+        command = ["-m", "d3cli", "distill", *arguments, "--config", str(config), "--out",
+                   str(out)]
+        if processes > 1:  # accelerate launch --cpu starts one process; torchrun starts 2
+            command = ["-m", "torch.distributed.run", "--nproc-per-node", "2",
+                       "--master-port", str(29600 + os.getpid() % 1000), *command]
+        run = subprocess.run([sys.executable, *command], capture_output=True, text=True,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert run.returncode == 0, run.stderr[-3000:]
+        students[processes] = load_file(out / "adapter_model.safetensors")
+        logs[processes] = [json.loads(line) for line in
+                           (out / "distill_log.jsonl").read_text().splitlines()]
+    assert students[1].keys() == students[2].keys()
+    for one, two in zip(logs[1], logs[2], strict=True):  # CE, CE', ENT over every process
+        for key in ("loss", "ce", "ce_complement", "entropy"):
+            if key in one:
+                assert two[key] == pytest.approx(one[key], rel=1e-5), key
+    trained = [weight for name, weight in students[1].items() if "lora_B" in name]
+    assert trained and all(weight.abs().max() > 1e-4 for weight in trained)  # B starts at 0
+    for name, weight in students[1].items():  # equal up to the order of float sums
+        torch.testing.assert_close(students[2][name], weight, atol=1e-5, rtol=1e-4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,8 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
-from d3cli.pretrain import CHECKPOINT, ConfigMismatchError, PretrainConfig, Pretrainer, RunSchedule
+from d3cli.pretrain import EMA_FILE, LOG, PretrainConfig, Pretrainer, RunSchedule
+from d3cli.training import CHECKPOINTS, RunMismatchError, last_complete_checkpoint
 
 MICRO = PretrainConfig(batch_size=8, hidden_size=32, intermediate_size=64, num_layers=1,
                        num_heads=2, warmup_steps=5, learning_rate=3e-3)
@@ -22,11 +25,25 @@ MICRO_FLAGS = ["--batch-size", "8", "--hidden-size", "32", "--intermediate-size"
 
 
 def micro_schedule(steps: int) -> RunSchedule:
-    return RunSchedule(steps=steps, save_every=10, eval_every=10_000, eval_prompts=4)
+    return RunSchedule(steps=steps, save_every=10, eval_every=10_000, eval_prompts=4,
+                       log_every=1)
+
+
+def logged_losses(out: Path) -> list[float]:
+    records = [json.loads(line) for line in (out / LOG).read_text().splitlines()]
+    return [record["loss"] for record in records if "loss" in record]
+
+
+def last_checkpoint(out: Path) -> tuple[int, dict[str, torch.Tensor]]:
+    """Step and weights of the run's last whole checkpoint."""
+    folder = Path(last_complete_checkpoint(out / CHECKPOINTS, [EMA_FILE]))
+    return int(folder.name.split("-")[-1]), load_file(folder / "model.safetensors")
 
 
 def test_pretrain_lowers_the_loss(tmp_path):
-    losses = [record["loss"] for record in Pretrainer(MICRO, tmp_path, micro_schedule(80)).run()]
+    Pretrainer(MICRO, tmp_path, micro_schedule(80)).run()
+    losses = logged_losses(tmp_path)
+    assert len(losses) == 80
     assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:10]) / 10
 
 
@@ -34,7 +51,7 @@ def test_pretrain_exports_a_loadable_model(tmp_path):
     from d3cli.checkpoints import load_model
 
     trainer = Pretrainer(MICRO, tmp_path, micro_schedule(3))
-    list(trainer.run())
+    trainer.run()
     loaded = load_model(str(tmp_path / "model"), device="cpu")
     assert loaded.spec.mask_token_id == trainer.tokenizer.mask_token_id
     assert loaded.spec.block_size == MICRO.block_size
@@ -47,21 +64,26 @@ def test_pretrain_resumes_after_kill_9_as_if_never_stopped(tmp_path):
     process = subprocess.Popen([*command, "--steps", "100000"], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not (out / CHECKPOINT).exists() and time.monotonic() < deadline:
+    while not last_complete_checkpoint(out / CHECKPOINTS, [EMA_FILE]) and \
+            time.monotonic() < deadline:
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    saved_step = torch.load(out / CHECKPOINT, weights_only=False)["step"]
+    saved_step, _ = last_checkpoint(out)
     assert saved_step >= 10 and saved_step % 10 == 0, saved_step
 
     target = saved_step + 15  # past the kill point, and not on a checkpoint boundary
     subprocess.run([*command, "--steps", str(target)], check=True, capture_output=True)
-    resumed = torch.load(out / CHECKPOINT, weights_only=False)
-    assert resumed["step"] == target
+    resumed_step, resumed = last_checkpoint(out)
+    assert resumed_step == target
     straight = Pretrainer(MICRO, tmp_path / "straight", micro_schedule(target))
-    list(straight.run())
+    straight.run()
     for name, weight in straight.model.state_dict().items():
-        torch.testing.assert_close(resumed["model"][name], weight, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(resumed[name], weight, atol=1e-6, rtol=1e-5)
+    exported, ema = (load_file(folder / "model.safetensors") for folder in
+                     (out / "model", tmp_path / "straight" / "model"))
+    for name, weight in ema.items():  # the EMA went through the resume too
+        torch.testing.assert_close(exported[name], weight, atol=1e-6, rtol=1e-5)
 
 
 def test_sigterm_saves_the_current_step_and_exits_as_interrupted(tmp_path):
@@ -70,27 +92,27 @@ def test_sigterm_saves_the_current_step_and_exits_as_interrupted(tmp_path):
                *MICRO_FLAGS]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
-    log = tmp_path / "train_log.jsonl"
+    log = tmp_path / LOG
     deadline = time.monotonic() + 120
     while not log.exists() and time.monotonic() < deadline:  # first log line: step 50
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr[-2000:]
-    saved_step = torch.load(tmp_path / CHECKPOINT, weights_only=False)["step"]
+    saved_step, _ = last_checkpoint(tmp_path)
     assert saved_step >= 50  # not a periodic save: those come every 1,000 steps
     assert f"saved step {saved_step}" in " ".join(stderr.split())
 
 
 def test_resume_refuses_a_folder_trained_with_other_settings(tmp_path):
-    list(Pretrainer(MICRO, tmp_path, micro_schedule(2)).run())
+    Pretrainer(MICRO, tmp_path, micro_schedule(2)).run()
     other = PretrainConfig(**{**MICRO.__dict__, "hidden_size": 48})
-    with pytest.raises(ConfigMismatchError, match="hidden_size"):
+    with pytest.raises(RunMismatchError, match="hidden_size"):
         Pretrainer(other, tmp_path, micro_schedule(4))
 
 
 def test_pretrain_cli_reports_a_mismatch_in_one_line(tmp_path):
-    list(Pretrainer(MICRO, Path(tmp_path), micro_schedule(2)).run())
+    Pretrainer(MICRO, Path(tmp_path), micro_schedule(2)).run()
     flags = [*MICRO_FLAGS]
     flags[flags.index("--hidden-size") + 1] = "48"
     result = subprocess.run([sys.executable, "-m", "d3cli", "pretrain", "--out", str(tmp_path),

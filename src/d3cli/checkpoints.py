@@ -8,6 +8,7 @@ built on the meta device and filled from the safetensors shards, never through r
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -309,7 +310,11 @@ def encode_prompt(loaded: LoadedModel, prompt: str) -> list[int]:
 
 
 def pick_device(device: str) -> str:
-    """`auto` → cuda when available, else cpu; anything else is passed through."""
+    """`auto` → cuda when available, else cpu. Under a launcher (`LOCAL_RANK` set by
+    `accelerate launch` or `torchrun`) a bare `cuda` is this process's own GPU,
+    cuda:LOCAL_RANK, never every rank's GPU 0; anything else is passed through."""
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
     return device

@@ -69,11 +69,15 @@ def pretrain(
     save_every: Annotated[int, typer.Option(help="Checkpoint interval (steps).")] = 500,
     eval_every: Annotated[int, typer.Option(help="Eval + export interval (steps).")] = 2000,
     eval_prompts: Annotated[int, typer.Option(help="Held-out prompts per eval.")] = 200,
+    bf16: Annotated[bool, typer.Option(
+        help="bfloat16 autocast over float32 weights.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, or auto.")] = "auto",
 ) -> None:
-    """Train a small dLLM from scratch (LLaDA objective); rerun the same command to resume."""
+    """Train a small dLLM from scratch (LLaDA objective); rerun the same command to resume.
+    Runs under `accelerate launch` like `d3 distill`."""
     from .checkpoints import pick_device
     from .pretrain import PretrainConfig, Pretrainer, RunSchedule
+    from .training import RichProgress
 
     config = PretrainConfig(
         task=task, batch_size=batch_size, learning_rate=learning_rate,
@@ -81,27 +85,24 @@ def pretrain(
         intermediate_size=intermediate_size, num_layers=layers, num_heads=heads,
         block_size=block_size, learned_positions=learned_positions, seed=seed)
     schedule = RunSchedule(steps=steps, save_every=save_every, eval_every=eval_every,
-                           eval_prompts=eval_prompts, device=pick_device(device))
+                           eval_prompts=eval_prompts, device=pick_device(device), bf16=bf16)
     try:
-        trainer = Pretrainer(config, out, schedule)
-    except ValueError as error:  # ConfigMismatchError and unknown tasks
+        run = Pretrainer(config, out, schedule)
+    except ValueError as error:  # RunMismatchError and unknown tasks
         raise fail(str(error)) from None
-    if trainer.step:
-        console.print(f"resuming {out} at step {trainer.step}")
-    accuracy = "-"
     try:
-        with progress_bar("loss", "accuracy") as bar:
-            job = bar.add_task("pretrain", total=steps, completed=trainer.step, loss="",
-                               accuracy="")
-            for record in trainer.run():
-                accuracy = f"{record['accuracy']:.1f}%" if "accuracy" in record else accuracy
-                bar.update(job, completed=record["step"], loss=f"loss {record['loss']:.4f}",
-                           accuracy=f"eval {accuracy}")
+        with progress_bar("loss") as bar:
+            run.trainer.add_callback(RichProgress(bar, bar.add_task("pretrain", total=steps,
+                                                                    loss="")))
+            model = run.run()
     except KeyboardInterrupt:
-        trainer.save_checkpoint()
-        console.print(f"interrupted: saved step {trainer.step} to {out}; rerun to resume")
-        raise typer.Exit(130) from None
-    console.print(f"done: {steps} steps, eval accuracy {accuracy}; model in {trainer.export()}")
+        model = None
+    if model is None:
+        saved = f"saved step {run.step}; " if run.stop.requested else ""
+        console.print(f"interrupted: {saved}rerun the same command to resume from {out}")
+        raise typer.Exit(130)
+    accuracy = "-" if run.accuracy is None else f"{run.accuracy:.1f}%"
+    console.print(f"done: {run.step} steps, eval accuracy {accuracy}; model in {model}")
 
 
 @app.command()
@@ -156,17 +157,30 @@ def decode(
         help="Result JSON lines; appended, and a rerun skips ids already there.")] = Path(
         "results.jsonl"),
 ) -> None:
-    """Decode prompts with one or more strategies; one JSON line per sample, then a summary."""
-    from .checkpoints import DEFAULT_MODEL, ModelLoadError, load_model
+    """Decode prompts with one or more strategies; one JSON line per sample, then a summary.
+
+    Under `accelerate launch` or `torchrun` each process decodes every N-th prompt on its
+    own device into OUT.rankI-of-N; the main process merges the parts into OUT at the end.
+    """
+    from accelerate import PartialState
+
+    from .checkpoints import DEFAULT_MODEL, ModelLoadError, load_model, pick_device
+    from .data_parallel import merge_parts, part_path, share
     from .decode import (
         METHOD_OPTIONS,
         DecodeOptions,
-        method_config,
         model_defaults,
         options_for,
         validate,
     )
-    from .runner import PromptsFileError, decode_examples, done_ids, load_prompts, write_results
+    from .runner import (
+        PromptsFileError,
+        decode_examples,
+        load_prompts,
+        records_of_run,
+        run_record,
+        write_results,
+    )
     from .tasks import get_task
 
     given = {"threshold": threshold, "blocks": blocks,
@@ -175,6 +189,7 @@ def decode(
              "cache": cache, "cache_delay": cache_delay, "refresh_interval": refresh_interval,
              "steps": steps}
     given = {name: value for name, value in given.items() if value is not None}
+    processes = PartialState(cpu=pick_device(device) == "cpu")
     try:
         unknown = [name for name in method if name not in METHOD_OPTIONS]
         if unknown:
@@ -195,40 +210,57 @@ def decode(
             validate(name, options[name])
     except (ModelLoadError, PromptsFileError, ValueError) as error:
         raise fail(str(error)) from None
-    examples = examples[:limit]
-    summary = Table("method", "accuracy %", "TPF", "tokens/s", "forwards", "seconds",
-                    title=f"{loaded.name} on {chosen_task.name} ({len(examples)} prompts)")
+    rank, world = processes.process_index, processes.num_processes
+    examples = share(examples[:limit], rank, world)
+    target = part_path(out, rank, world) if world > 1 else out
+    share_name = f", rank {rank} of {world}" if world > 1 else ""
+    summary = Table("method", "rows (new)", "accuracy %", "TPF", "forwards", "tokens/s",
+                    "seconds", title=f"{loaded.name} on {chosen_task.name} ({len(examples)} "
+                                     f"prompts{share_name}; tokens/s and seconds: new rows)")
+    ids, skipped = {example.id for example in examples}, 0
     with progress_bar("accuracy") as bar:
         for name in method:
             method_options = options[name]
-            skip = done_ids(out, loaded.name, chosen_task.name, name,
-                            method_config(name, method_options))
-            todo = [example for example in examples if example.id not in skip]
+            run = run_record(loaded, chosen_task.name, name, method_options, batch_size,
+                             compile)
+            earlier = records_of_run({out, target}, run)
+            todo = [example for example in examples if example.id not in earlier]
+            skipped += len(examples) - len(todo)
             job = bar.add_task(name, total=len(examples), completed=len(examples) - len(todo),
                                accuracy="")
             results, started = [], time.perf_counter()
             stream = decode_examples(loaded, chosen_task, todo, name, method_options, batch_size,
                                      sync_every, compile)
-            for result in write_results(stream, out):
+            for result in write_results(stream, target):
                 results.append(result)
                 scored = [r.correct for r in results if r.correct is not None]
                 accuracy = f"acc {100 * sum(scored) / len(scored):.1f}%" if scored else ""
                 bar.update(job, advance=1, accuracy=accuracy)
-            if results:
-                summary.add_row(name, *summary_numbers(results, time.perf_counter() - started))
+            rows = [record for key, record in records_of_run({out, target}, run).items()
+                    if key in ids]
+            summary.add_row(name, f"{len(rows)} ({len(results)})", *summary_numbers(
+                rows, results, time.perf_counter() - started))
     Console().print(summary)
-    console.print(f"wrote {out}" + (f" (skipped {len(examples) - len(todo)} already there)"
-                                    if len(todo) < len(examples) else ""))
+    console.print(f"wrote {target} on {loaded.device}" + (
+        f" (skipped {skipped} rows already there)" if skipped else ""))
+    if world > 1:
+        processes.wait_for_everyone()
+        if processes.is_main_process:
+            added = merge_parts(out, [part_path(out, index, world) for index in range(world)])
+            console.print(f"merged {added} results of {world} processes into {out}")
 
 
-def summary_numbers(results: list, seconds: float) -> tuple[str, ...]:
-    """Accuracy, TPF, tokens/s (over the wall time), forwards per sample, wall seconds."""
-    scored = [r.correct for r in results if r.correct is not None]
-    tokens = sum(r.gen_tokens for r in results)
-    forwards = sum(r.forwards for r in results)
+def summary_numbers(rows: list[dict], new: list, seconds: float) -> tuple[str, ...]:
+    """Accuracy, TPF and forwards per sample over every row of the run (`rows`, records),
+    then tokens/s and wall seconds of this run's `new` results."""
+    scored = [row["correct"] for row in rows if row["correct"] is not None]
+    tokens = sum(row["gen_tokens"] for row in rows)
+    forwards = sum(row["forwards"] for row in rows)
     accuracy = f"{100 * sum(scored) / len(scored):.1f}" if scored else "-"
-    return (accuracy, f"{tokens / forwards:.2f}", f"{tokens / seconds:.0f}",
-            f"{forwards / len(results):.1f}", f"{seconds:.1f}")
+    speed = f"{sum(r.gen_tokens for r in new) / seconds:.0f}" if new else "-"
+    return (accuracy, f"{tokens / forwards:.2f}" if forwards else "-",
+            f"{forwards / len(rows):.1f}" if rows else "-", speed,
+            f"{seconds:.1f}" if new else "-")
 
 
 @app.command()
@@ -372,12 +404,22 @@ def distill(
     batch_size: Annotated[int | None, typer.Option(min=1, help="Per device.")] = None,
     save_steps: Annotated[int | None, typer.Option(min=1, help="Checkpoint interval.")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
+    bf16: Annotated[bool | None, typer.Option(
+        "--bf16/--no-bf16", help="bfloat16 autocast over float32 master weights "
+                                 "(default: on with CUDA).")] = None,
+    gradient_checkpointing: Annotated[bool, typer.Option(
+        help="Recompute each layer in the backward pass: less memory, ~30% more time.")
+    ] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, or auto.")] = "auto",
 ) -> None:
     """Distil the teacher into a student that decodes many tokens per forward; rerun the
-    same command to resume from the last checkpoint."""
+    same command to resume from the last checkpoint. Under `accelerate launch` each
+    process trains on its own device (see the README for multi-GPU recipes)."""
+    import torch
+
     from .checkpoints import DEFAULT_TEACHER, ModelLoadError, load_model, pick_device
-    from .distill import DistillJob, RichProgress, load_config, preset_path
+    from .distill import TERMS, DistillJob, load_config, preset_path
+    from .training import RichProgress
     from .trajectories import TrajectoryFolderError
 
     overrides = {"lora": lora, "masks": masks, "noise_schedule": noise_schedule,
@@ -396,20 +438,29 @@ def distill(
             except ValueError:
                 raise ValueError(f"--window-schedule {window_schedule!r} is not a list of "
                                  "integers like 16,16,24") from None
-        loaded = load_model(teacher or DEFAULT_TEACHER, device, "auto")
+        if bf16 is None:
+            bf16 = device.startswith("cuda")
+        loaded = load_model(teacher or DEFAULT_TEACHER, device, "float32")
         settings = load_config(config or preset_path(loaded.family), recipe, overrides)
-        job = DistillJob(loaded, trajectories, settings, out, merge, device)
+        if settings.lora and bf16:  # the frozen base may be bf16; PEFT keeps adapters fp32
+            loaded.model.to(torch.bfloat16)
+        job = DistillJob(loaded, trajectories, settings, out, merge, device, bf16,
+                         gradient_checkpointing)
         trainer = job.prepare()
     except (ModelLoadError, TrajectoryFolderError, ValueError) as error:
         raise fail(str(error)) from None
     try:
         with progress_bar("loss") as bar:
             trainer.add_callback(RichProgress(bar, bar.add_task(f"distill ({recipe})",
-                                                                total=None, loss="")))
+                                                                total=None, loss=""), TERMS))
             student = job.run(trainer)
     except KeyboardInterrupt:
-        console.print(f"interrupted: rerun the same command to resume from {out}/checkpoints")
-        raise typer.Exit(130) from None
+        student = None
+    if student is None:
+        saved = f"saved step {trainer.state.global_step}; " if job.stop.requested else ""
+        console.print(f"interrupted: {saved}rerun the same command to resume from "
+                      f"{out}/checkpoints")
+        raise typer.Exit(130)
     console.print(f"student written to {student}; log in {out}/distill_log.jsonl")
 
 

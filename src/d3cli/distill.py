@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from importlib import resources
 from pathlib import Path
@@ -22,17 +22,19 @@ import torch
 import torch.nn.functional as F
 import yaml
 from torch import Tensor
-from transformers import (
-    PrinterCallback,
-    Trainer,
-    TrainerCallback,
-    TrainingArguments,
-    set_seed,
-)
+from transformers import PrinterCallback, TrainingArguments, set_seed
 
 from .canvas import first_stop, left_pad
 from .checkpoints import LoadedModel, ModelSpec
 from .tasks.data import first_line
+from .training import (
+    CHECKPOINTS,
+    JsonLog,
+    KeyedNoiseTrainer,
+    SaveAndStopOnSignal,
+    check_run,
+    last_complete_checkpoint,
+)
 from .trajectories import TrajectoryFolderError, load_trajectories, read_card
 
 RECIPES = ("d3", "dparallel")
@@ -244,25 +246,14 @@ def shifted(logits: Tensor, spec: ModelSpec) -> Tensor:
     return torch.cat([logits[:, :1], logits[:, :-1]], 1) if spec.logit_shift else logits
 
 
-class DistillTrainer(Trainer):
+class DistillTrainer(KeyedNoiseTrainer):
     """`Trainer` whose loss is the recipe's; CE, CE' and ENT are logged separately."""
 
     def __init__(self, *args: Any, distill: DistillConfig, spec: ModelSpec,
                  **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, noise_seed=distill.seed, **kwargs)
         self.distill, self.spec = distill, spec
         self.terms: dict[str, list[float]] = {"ce": [], "ce_complement": [], "entropy": []}
-        self.micro_step = (-1, 0)  # (global step, micro-batch within it)
-
-    def generator(self) -> torch.Generator:
-        """Noise of this micro-batch: a pure function of (seed, rank, step, micro-batch), so
-        a resumed run draws exactly what the uninterrupted one did."""
-        step = self.state.global_step
-        micro = self.micro_step[1] + 1 if self.micro_step[0] == step else 0
-        self.micro_step = (step, micro)
-        rank = self.args.process_index
-        return torch.Generator().manual_seed(
-            ((self.distill.seed * 1009 + rank) * 1_000_003 + step) * 257 + micro)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         config, spec = self.distill, self.spec
@@ -305,12 +296,15 @@ class DistillTrainer(Trainer):
         return loss
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
-        """Add the mean CE, CE' and ENT since the last log to the training logs."""
-        if "loss" in logs:
-            for name, values in self.terms.items():
-                if values:
-                    logs[name] = sum(values) / len(values)
-                    values.clear()
+        """Add the mean CE, CE' and ENT since the last log (over every process) to the
+        training logs."""
+        if "loss" in logs and self.terms["ce"]:
+            means = torch.tensor([sum(values) / len(values) for values in self.terms.values()],
+                                 device=self.args.device)
+            means = self.accelerator.reduce(means, reduction="mean").tolist()
+            for (name, values), mean in zip(self.terms.items(), means, strict=True):
+                logs[name] = mean
+                values.clear()
         super().log(logs, *args, **kwargs)
 
 
@@ -318,7 +312,7 @@ class DistillTrainer(Trainer):
 
 RUN_FILE = "distill.json"
 LOG_FILE = "distill_log.jsonl"
-CHECKPOINTS = "checkpoints"
+TERMS = (("loss", "loss"), ("CE", "ce"), ("CE'", "ce_complement"), ("ENT", "entropy"))
 
 
 def check_trajectories(folder: Path, loaded: LoadedModel):
@@ -344,53 +338,12 @@ def check_trajectories(folder: Path, loaded: LoadedModel):
     return dataset
 
 
-def check_run(out: Path, run: dict[str, Any]) -> None:
-    """Record the run in `out`, or check a resumed run is the same one."""
-    path, run = out / RUN_FILE, json.loads(json.dumps(run))  # tuples read back as lists
-    if path.is_file():
-        recorded = json.loads(path.read_text(encoding="utf-8"))
-        changed = sorted(key for key in run if recorded.get(key) != run[key])
-        if changed:
-            raise DistillConfigError(f"{out} holds a run with other settings "
-                                     f"({', '.join(changed)}); use another --out")
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
-
-
-class JsonLog(TrainerCallback):
-    """Every Trainer log record (loss, CE, CE', ENT, lr) as one JSON line."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if state.is_world_process_zero and logs:
-            with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps({"step": state.global_step, **logs}) + "\n")
-
-
-class RichProgress(TrainerCallback):
-    """Drives a rich progress bar: optimizer steps, and the loss terms at each log."""
-
-    def __init__(self, bar, job) -> None:
-        self.bar, self.job = bar, job
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.bar.update(self.job, total=state.max_steps, completed=state.global_step)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.bar.update(self.job, completed=state.global_step)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        names = (("loss", "loss"), ("CE", "ce"), ("CE'", "ce_complement"), ("ENT", "entropy"))
-        if logs and "loss" in logs:
-            self.bar.update(self.job, loss=" ".join(
-                f"{name} {logs[key]:.3f}" for name, key in names if key in logs))
-
-
-def training_arguments(config: DistillConfig, out: Path, device: str) -> TrainingArguments:
-    return TrainingArguments(
+def training_arguments(config: DistillConfig, out: Path, device: str, bf16: bool = False,
+                       gradient_checkpointing: bool = False) -> TrainingArguments:
+    """The Trainer's settings. `bf16` trains in bfloat16 autocast over float32 master
+    weights and optimizer state; `warmup_steps` below 1 is a ratio of the run's steps."""
+    optional = {"gradient_checkpointing": True} if gradient_checkpointing else {}
+    return TrainingArguments(bf16=bf16, **optional,
         output_dir=str(out / CHECKPOINTS), per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.gradient_accumulation,
         learning_rate=config.learning_rate, lr_scheduler_type=config.lr_scheduler,
@@ -442,14 +395,6 @@ def export_student(model, loaded: LoadedModel, config: DistillConfig, merge: boo
         f"step in `{LOG_FILE}`.\n", encoding="utf-8")
 
 
-def last_complete_checkpoint(folder: Path) -> str | None:
-    """The newest Trainer checkpoint that was written to the end (its trainer state is saved
-    last), so a kill during a save resumes from the one before."""
-    complete = [path for path in folder.glob("checkpoint-*")
-                if path.name.split("-")[-1].isdigit() and (path / "trainer_state.json").is_file()]
-    return str(max(complete, key=lambda path: int(path.name.split("-")[-1]))) if complete else None
-
-
 @dataclass
 class DistillJob:
     """One `d3 distill` run: `prepare` checks the inputs and builds the Trainer (fast, so
@@ -462,6 +407,9 @@ class DistillJob:
     out: Path
     merge: bool = False
     device: str = "cpu"
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    stop: SaveAndStopOnSignal = field(default_factory=SaveAndStopOnSignal)
 
     def prepare(self) -> DistillTrainer:
         config, loaded = self.config, self.loaded
@@ -476,20 +424,24 @@ class DistillJob:
         if largest > canvas:
             raise DistillConfigError(f"window size {largest} is larger than the answer length "
                                      f"{canvas} of {self.trajectories}")
-        check_run(self.out, {"teacher": loaded.name, "merge": self.merge,
-                             "trajectories": str(self.trajectories.resolve()),
-                             **asdict(config)})
+        check_run(self.out / RUN_FILE, {"teacher": loaded.name, "merge": self.merge,
+                                        "trajectories": str(self.trajectories.resolve()),
+                                        **asdict(config)})
         set_seed(config.seed)  # LoRA's initial A matrices come from the global RNG
         trainer = DistillTrainer(
             model=build_student(loaded, config),
-            args=training_arguments(config, self.out, self.device), train_dataset=dataset,
+            args=training_arguments(config, self.out, self.device, self.bf16,
+                                    self.gradient_checkpointing), train_dataset=dataset,
             data_collator=partial(collate, spec=loaded.spec), distill=config,
-            spec=loaded.spec, callbacks=[JsonLog(self.out / LOG_FILE)])
+            spec=loaded.spec, callbacks=[JsonLog(self.out / LOG_FILE), self.stop])
         trainer.remove_callback(PrinterCallback)  # the progress bar and the JSON log report
         return trainer
 
-    def run(self, trainer: DistillTrainer) -> Path:
+    def run(self, trainer: DistillTrainer) -> Path | None:
+        """Train and export; None when a signal stopped the run (its step is saved)."""
         trainer.train(resume_from_checkpoint=last_complete_checkpoint(self.out / CHECKPOINTS))
+        if self.stop.requested:
+            return None
         if trainer.is_world_process_zero():
             export_student(trainer.model, self.loaded, self.config, self.merge, self.out,
                            self.trajectories)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 
 class D3Config(PretrainedConfig):
@@ -183,7 +184,9 @@ class SwiGLU(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(hidden)) * self.up_proj(hidden))
 
 
-class Block(nn.Module):
+class Block(GradientCheckpointingLayer):
+    """One transformer layer; recomputed in the backward pass under gradient checkpointing."""
+
     def __init__(self, config: D3Config) -> None:
         super().__init__()
         self.attention_norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
@@ -214,6 +217,7 @@ class D3Model(PreTrainedModel):
     base_model_prefix = "d3"
     _no_split_modules = ["Block"]
     _supports_sdpa = True
+    supports_gradient_checkpointing = True
 
     def __init__(self, config: D3Config) -> None:
         super().__init__(config)

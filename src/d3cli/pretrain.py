@@ -1,24 +1,27 @@
-"""`d3 pretrain`: train a small dLLM from scratch on a synthetic task (LLaDA's objective).
+"""`d3 pretrain`: train a small dLLM from scratch on a synthetic task (LLaDA's objective), in
+transformers' `Trainer` (so `accelerate launch`, mixed precision and resume work as in
+`d3 distill`).
 
 Objective (LLaDA): per sequence t ~ U(ε, 1]; each answer token (EOS padding included) is
 masked with probability t; the prompt is never masked; cross-entropy on the masked tokens,
 weighted by 1/t, summed and divided by batch × answer length. AdamW with linear warm-up,
-EMA of the weights (the EMA is what gets exported), atomic checkpoints, resume after kill -9.
+an EMA of the weights kept by a callback (the EMA is what gets exported and evaluated).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import Dataset, SequentialSampler
+from transformers import PrinterCallback, TrainerCallback, TrainingArguments
 
 from .canvas import eos_padded, left_pad
 from .checkpoints import LoadedModel, spec_for
@@ -27,8 +30,17 @@ from .model import D3Config, D3Model
 from .runner import decode_examples
 from .tasks import get_task
 from .tokenization import build_word_tokenizer
+from .training import (
+    CHECKPOINTS,
+    JsonLog,
+    KeyedNoiseTrainer,
+    SaveAndStopOnSignal,
+    check_run,
+    last_complete_checkpoint,
+)
 
-CHECKPOINT = "checkpoint.pt"
+RUN_FILE = "pretrain.json"
+EMA_FILE = "ema.safetensors"  # in each checkpoint folder, written after the Trainer's files
 EXPORT = "model"
 LOG = "train_log.jsonl"
 
@@ -64,10 +76,7 @@ class RunSchedule:
     eval_every: int = 2000
     eval_prompts: int = 200
     device: str = "cpu"
-
-
-class ConfigMismatchError(ValueError):
-    """The output folder holds a run with a different configuration."""
+    bf16: bool = False  # bfloat16 autocast over float32 weights
 
 
 def masked_diffusion_loss(model: D3Model, prompt_ids: torch.Tensor, prompt_visible: torch.Tensor,
@@ -75,10 +84,9 @@ def masked_diffusion_loss(model: D3Model, prompt_ids: torch.Tensor, prompt_visib
                           generator: torch.Generator) -> torch.Tensor:
     """LLaDA's 1/t-weighted masked cross-entropy on the answer canvas (prompt never masked)."""
     batch, answer_length = answers.shape
-    device = answers.device
     mask_ratio = min_mask_ratio + (1 - min_mask_ratio) * torch.rand(
-        batch, 1, generator=generator, device=device)
-    masked = torch.rand(batch, answer_length, generator=generator, device=device) < mask_ratio
+        batch, 1, generator=generator).to(answers.device)
+    masked = torch.rand(batch, answer_length, generator=generator).to(answers.device) < mask_ratio
     noisy_answers = answers.masked_fill(masked, mask_id)
     inputs = torch.cat([prompt_ids, noisy_answers], 1)
     attention_mask = torch.cat([prompt_visible, torch.ones_like(masked)], 1)
@@ -88,14 +96,78 @@ def masked_diffusion_loss(model: D3Model, prompt_ids: torch.Tensor, prompt_visib
     return (token_loss * weights).sum() / (batch * answer_length)
 
 
+class TaskPairs(Dataset):
+    """The task's (prompt, answer) training pairs; pair i is a pure function of (seed, i), so
+    a resumed run reads the same data. Read in order (each pair is already random)."""
+
+    LENGTH = 2**40  # more than any run reads
+
+    def __init__(self, task, seed: int) -> None:
+        self.task, self.seed = task, seed
+
+    def __len__(self) -> int:
+        return self.LENGTH
+
+    def __getitem__(self, index: int) -> tuple[str, str]:
+        return next(self.task.training_pairs(random.Random(f"{self.seed}-{index}")))
+
+
+class PretrainTrainer(KeyedNoiseTrainer):
+    """`Trainer` with LLaDA's objective, reading `TaskPairs` in order."""
+
+    def __init__(self, *args: Any, mask_id: int, min_mask_ratio: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.mask_id, self.min_mask_ratio = mask_id, min_mask_ratio
+
+    def _get_train_sampler(self, *args: Any, **kwargs: Any) -> SequentialSampler:
+        return SequentialSampler(self.train_dataset)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        return masked_diffusion_loss(model, inputs["prompt_ids"], inputs["prompt_visible"],
+                                     inputs["answers"], self.mask_id, self.min_mask_ratio,
+                                     self.generator())
+
+
+class Ema(TrainerCallback):
+    """An exponential moving average of the weights, updated after every optimizer step,
+    saved into each checkpoint (last, so a checkpoint holding it is whole) and restored on
+    resume."""
+
+    def __init__(self, model: D3Model, decay: float) -> None:
+        self.average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.average.update_parameters(model)
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            temporary = folder / (EMA_FILE + ".tmp")
+            save_file({name: tensor.contiguous() for name, tensor in
+                       self.average.state_dict().items()}, temporary)
+            temporary.replace(folder / EMA_FILE)
+
+    def restore(self, checkpoint: str) -> None:
+        state = load_file(Path(checkpoint) / EMA_FILE)
+        self.average.load_state_dict({name: tensor.to(self.average.n_averaged.device)
+                                      for name, tensor in state.items()})
+
+
+@dataclass
 class Pretrainer:
     """One pretraining run in an output folder: build or resume, train, checkpoint, export."""
 
-    def __init__(self, config: PretrainConfig, out: Path, schedule: RunSchedule) -> None:
-        self.config, self.out, self.schedule = config, out, schedule
+    config: PretrainConfig
+    out: Path
+    schedule: RunSchedule
+    stop: SaveAndStopOnSignal = field(default_factory=SaveAndStopOnSignal)
+    accuracy: float | None = None  # the EMA's last eval accuracy (percent)
+
+    def __post_init__(self) -> None:
+        config = self.config
         self.task = get_task(config.task)
+        check_run(self.out / RUN_FILE, asdict(config))
         self.tokenizer = build_word_tokenizer(self.task.words)
-        self.device = torch.device(schedule.device)
         model_config = D3Config(
             vocab_size=len(self.tokenizer), hidden_size=config.hidden_size,
             intermediate_size=config.intermediate_size, num_hidden_layers=config.num_layers,
@@ -104,104 +176,80 @@ class Pretrainer:
             pad_token_id=self.tokenizer.pad_token_id, max_position_embeddings=512,
             learned_positions=512 if config.learned_positions else 0)
         torch.manual_seed(config.seed)
-        self.model = D3Model(model_config).to(self.device)
-        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate,
-                                           betas=(0.9, 0.98), weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: min(1.0, (step + 1) / config.warmup_steps))
-        self.step = 0
-        self._resume()
+        self.model = D3Model(model_config).to(self.schedule.device)
+        self.ema = Ema(self.model, config.ema_decay)
+        self.log = JsonLog(self.out / LOG)
+        self.trainer = PretrainTrainer(
+            model=self.model, args=self.arguments(), train_dataset=TaskPairs(self.task,
+                                                                              config.seed),
+            data_collator=self.collate, noise_seed=config.seed,
+            mask_id=self.tokenizer.mask_token_id, min_mask_ratio=config.min_mask_ratio,
+            callbacks=[self.ema, self.log, Evaluate(self), self.stop])
+        self.trainer.remove_callback(PrinterCallback)
 
-    def _resume(self) -> None:
-        path = self.out / CHECKPOINT
-        if not path.is_file():
-            return
-        state = torch.load(path, map_location=self.device, weights_only=False)
-        changed = sorted(key for key, value in asdict(self.config).items()
-                         if state["config"].get(key) != value)
-        if changed:
-            raise ConfigMismatchError(f"{path} was trained with other settings "
-                                      f"({', '.join(changed)}); use another --out")
-        self.model.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.step = state["step"]
+    def arguments(self) -> TrainingArguments:
+        config, schedule = self.config, self.schedule
+        return TrainingArguments(
+            output_dir=str(self.out / CHECKPOINTS), per_device_train_batch_size=config.batch_size,
+            learning_rate=config.learning_rate, lr_scheduler_type="constant_with_warmup",
+            warmup_steps=config.warmup_steps, weight_decay=config.weight_decay,
+            adam_beta2=0.98, max_grad_norm=1.0, max_steps=schedule.steps,
+            save_steps=schedule.save_every, save_total_limit=2,
+            logging_steps=schedule.log_every, seed=config.seed, remove_unused_columns=False,
+            report_to="none", disable_tqdm=True, use_cpu=schedule.device == "cpu",
+            bf16=schedule.bf16, dataloader_num_workers=0)
 
-    def save_checkpoint(self) -> None:
-        """Write the full training state atomically (temp file + rename)."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        state = {"config": asdict(self.config), "step": self.step,
-                 "model": self.model.state_dict(), "ema": self.ema.state_dict(),
-                 "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict()}
-        temporary = self.out / (CHECKPOINT + ".tmp")
-        torch.save(state, temporary)
-        os.replace(temporary, self.out / CHECKPOINT)
-
-    def export(self) -> Path:
-        """Save the EMA weights and the tokenizer as a plain transformers folder."""
-        folder = self.out / EXPORT
-        self.ema.module.save_pretrained(folder)
-        self.tokenizer.save_pretrained(folder)
-        return folder
-
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The training batch of `step`: a pure function of (seed, step), so resumes replay it."""
-        pairs = self.task.training_pairs(random.Random(f"{self.config.seed}-{step}"))
-        prompts, answers = zip(*(next(pairs) for _ in range(self.config.batch_size)), strict=True)
+    def collate(self, pairs: Sequence[tuple[str, str]]) -> dict[str, torch.Tensor]:
+        prompts, answers = zip(*pairs, strict=True)
         encode = self.tokenizer
         prompt_ids, visible = left_pad(encode(list(prompts)).input_ids, encode.pad_token_id)
         answer_ids = eos_padded(encode(list(answers)).input_ids, self.task.gen_length,
                                 encode.eos_token_id)
-        return prompt_ids.to(self.device), visible.to(self.device), answer_ids.to(self.device)
+        return {"prompt_ids": prompt_ids, "prompt_visible": visible, "answers": answer_ids}
 
-    def train_step(self) -> float:
-        self.model.train()
-        prompt_ids, visible, answers = self.batch(self.step)
-        generator = torch.Generator(device=self.device).manual_seed(
-            self.config.seed * 1_000_003 + self.step)
-        loss = masked_diffusion_loss(self.model, prompt_ids, visible, answers,
-                                     self.tokenizer.mask_token_id, self.config.min_mask_ratio,
-                                     generator)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.ema.update_parameters(self.model)
-        self.step += 1
-        return loss.item()
+    @property
+    def step(self) -> int:
+        return self.trainer.state.global_step
+
+    def run(self) -> Path | None:
+        """Train to `schedule.steps` (resuming from the last whole checkpoint) and export;
+        None when a signal stopped the run (its step is saved)."""
+        checkpoint = last_complete_checkpoint(self.out / CHECKPOINTS, [EMA_FILE])
+        if checkpoint:
+            self.ema.restore(checkpoint)
+        self.trainer.train(resume_from_checkpoint=checkpoint)
+        return None if self.stop.requested else self.export()
 
     def evaluate(self) -> float:
         """Accuracy (percent) of the EMA weights, one token per forward, on held-out prompts."""
-        model = self.ema.module.eval()
+        model = self.ema.average.module.eval()
         loaded = LoadedModel("ema", model, self.tokenizer, spec_for(model, self.tokenizer))
         options = DecodeOptions(gen_length=self.task.gen_length, block_size=self.config.block_size)
         examples = self.task.eval_examples(self.schedule.eval_prompts)
         results = list(decode_examples(loaded, self.task, examples, "vanilla", options, 256))
+        model.train()
         return 100.0 * sum(result.correct for result in results) / len(results)
 
-    def log(self, record: dict) -> None:
-        with (self.out / LOG).open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+    def export(self) -> Path:
+        """Save the EMA weights and the tokenizer as a plain transformers folder."""
+        folder = self.out / EXPORT
+        if self.trainer.is_world_process_zero():
+            self.ema.average.module.save_pretrained(folder)
+            self.tokenizer.save_pretrained(folder)
+        return folder
 
-    def run(self) -> Iterator[dict]:
-        """Train to `schedule.steps`, yielding a progress record after every step."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        schedule, started, window = self.schedule, time.perf_counter(), []
-        while self.step < schedule.steps:
-            window.append(self.train_step())
-            record: dict = {"step": self.step, "loss": sum(window) / len(window)}
-            if self.step % schedule.log_every == 0:
-                self.log({**record, "lr": self.scheduler.get_last_lr()[0],
-                          "seconds": round(time.perf_counter() - started, 1)})
-                window = []
-            if self.step % schedule.save_every == 0 or self.step == schedule.steps:
-                self.save_checkpoint()
-            if self.step % schedule.eval_every == 0 or self.step == schedule.steps:
-                record["accuracy"] = self.evaluate()
-                self.export()
-                self.log({"step": self.step, "eval_accuracy": record["accuracy"]})
-            yield record
+
+class Evaluate(TrainerCallback):
+    """Every `eval_every` steps and at the end: the EMA's accuracy into the log, and an
+    export of the EMA weights."""
+
+    def __init__(self, run: Pretrainer) -> None:
+        self.run = run
+
+    def on_step_end(self, args, state, control, **kwargs):
+        step, schedule = state.global_step, self.run.schedule
+        if state.is_world_process_zero and (step % schedule.eval_every == 0
+                                            or step == state.max_steps):
+            self.run.accuracy = self.run.evaluate()
+            self.run.export()
+            self.run.log.write(step, {"eval_accuracy": self.run.accuracy})

@@ -7,6 +7,7 @@ import platform
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import transformers
@@ -63,8 +64,7 @@ def decode_examples(loaded: LoadedModel, task: Task, examples: Sequence[Example]
     """
     validate(method, options)
     spec, tokenizer = loaded.spec, loaded.tokenizer
-    config = method_config(method, options)
-    env = environment(loaded, options, batch_size, compile)
+    run = run_record(loaded, task.name, method, options, batch_size, compile)
     prompts = [encode_prompt(loaded, example.prompt) for example in examples]
     keys = [noise_key(options.seed, example.id) for example in examples]
     for done in decode_prompts(loaded.model, spec, prompts, keys, STRATEGIES[method], options,
@@ -73,33 +73,62 @@ def decode_examples(loaded: LoadedModel, task: Task, examples: Sequence[Example]
         answer = done.tokens[:first_stop(done.tokens, spec.stop_token_ids)]
         output = tokenizer.decode(answer, skip_special_tokens=True)
         correct = task.score(example, output) if example.answer is not None else None
-        yield SampleResult(task.name, method, loaded.name, example.id, config, len(answer),
-                           done.forwards, len(answer) / done.forwards, done.seconds, correct,
-                           output, env)
+        yield SampleResult(task.name, method, loaded.name, example.id, run["config"],
+                           len(answer), done.forwards, len(answer) / done.forwards,
+                           done.seconds, correct, output, run["env"])
 
 
-def done_ids(path: Path, model: str, task: str, method: str, config: dict) -> set[str]:
-    """Ids already decoded into `path` by the same model, task, method and config (resume)."""
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The whole JSON records of a results file (a line cut by a kill is skipped: its
+    sample is decoded again)."""
     if not path.is_file():
-        return set()
-    done = set()
+        return []
+    records = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            continue  # a line cut by a kill is decoded again
-        if (record.get("model"), record.get("task"), record.get("method"),
-                record.get("config")) == (model, task, method, config):
-            done.add(record.get("id"))
-    return done
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def resume_key(record: dict[str, Any]) -> tuple:
+    """What makes two records the same sample: everything that changes an output (model,
+    task, method, config, seed, the weights' dtype, the scoring precision) and the id."""
+    env = record.get("env") or {}
+    return (record.get("model"), record.get("task"), record.get("method"),
+            json.dumps(record.get("config"), sort_keys=True), env.get("seed"),
+            env.get("dtype"), env.get("score_dtype"), record.get("id"))
+
+
+def records_of_run(paths: Iterable[Path], run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The records in `paths` of the same run as `run` (`run_record`), by id."""
+    key = resume_key(run)[:-1]
+    return {record.get("id"): record for path in paths for record in read_records(path)
+            if resume_key(record)[:-1] == key}
+
+
+def run_record(loaded: LoadedModel, task: str, method: str, options: DecodeOptions,
+               batch_size: int, compile: bool) -> dict[str, Any]:
+    """The fields every record of one run shares (all but the sample's own)."""
+    return {"model": loaded.name, "task": task, "method": method,
+            "config": method_config(method, options),
+            "env": environment(loaded, options, batch_size, compile)}
+
+
+def end_cut_line(path: Path) -> None:
+    """Create `path`, or end its last line if a kill cut it, so the next record stays whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("ab") as raw:
+        if raw.tell() and not _ends_with_newline(path):
+            raw.write(b"\n")
 
 
 def write_results(results: Iterable[SampleResult], path: Path) -> Iterator[SampleResult]:
     """Append each result to `path` as one JSON line (flushed at once), passing it on."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("ab") as raw:
-        if raw.tell() and not _ends_with_newline(path):
-            raw.write(b"\n")  # end a line cut by a kill, so the next record stays whole
+    end_cut_line(path)
     with path.open("a", encoding="utf-8") as handle:
         for result in results:
             handle.write(json.dumps(asdict(result)) + "\n")
