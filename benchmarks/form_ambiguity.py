@@ -17,7 +17,6 @@ in one run over the same held-out prompts:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 from collections.abc import Sequence
 
@@ -31,7 +30,7 @@ from d3cli.decode import (
     STRATEGIES,
     DecodeOptions,
     decode_prompts,
-    model_defaults,
+    resolve_options,
     resolved_threshold,
     score,
 )
@@ -99,12 +98,10 @@ def main() -> None:
         table.add_column(column, justify="left" if column == "model" else "right")
     for name in args.models:
         loaded = load_model(name, device="cpu", dtype="float32")
-        defaults = {"blocks": 4, **model_defaults(loaded.decoding, "multiblock")}
-        if args.threshold is not None:
-            defaults["threshold"] = args.threshold
-        options = dataclasses.replace(
-            DecodeOptions(gen_length=task.gen_length, block_size=loaded.spec.block_size),
-            **defaults)
+        decoding = {"multiblock": {"blocks": 4, **loaded.decoding.get("multiblock", {})}}
+        given = {} if args.threshold is None else {"threshold": args.threshold}
+        options = resolve_options("multiblock", decoding, given, gen_length=task.gen_length,
+                                  block_size=loaded.spec.block_size)
         gamma = resolved_threshold("multiblock", options)
         results = list(decode_examples(loaded, task, examples, "multiblock", options,
                                        args.batch_size))

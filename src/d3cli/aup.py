@@ -144,7 +144,7 @@ def load_file(path: Path, *, skip_first: int = SKIP_FIRST, scale: str = "percent
     if not text.strip():
         raise AupInputError(f"{path}:1: empty file")
     if suffix == ".jsonl":
-        return _result_curves(path, text, skip_first)
+        return result_curves(path, text, skip_first)
     rows = _csv_rows(path, text) if suffix == ".csv" else _yaml_rows(path, text)
     return _summary_curves(path, rows, scale)
 
@@ -161,7 +161,7 @@ class _Group:
     correct: float = 0.0
 
 
-def _result_curves(path: Path, text: str, skip_first: int) -> list[Curve]:
+def result_curves(path: Path, text: str, skip_first: int) -> list[Curve]:
     """Group records by (task, model, method, config): accuracy = mean(correct)·100,
     TPF = Σtok/Σfwd. Records of different models never share a curve."""
     groups: dict[tuple[str, str, str, str], _Group] = {}

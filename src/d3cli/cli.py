@@ -166,13 +166,7 @@ def decode(
 
     from .checkpoints import DEFAULT_MODEL, ModelLoadError, load_model, pick_device
     from .data_parallel import merge_parts, part_path, share
-    from .decode import (
-        METHOD_OPTIONS,
-        DecodeOptions,
-        model_defaults,
-        options_for,
-        validate,
-    )
+    from .decode import METHOD_OPTIONS, resolve_options
     from .runner import (
         PromptsFileError,
         decode_examples,
@@ -204,10 +198,9 @@ def decode(
         shared = {"gen_length": gen_length or chosen_task.gen_length,
                   "block_size": block_size or loaded.spec.block_size,
                   "temperature": temperature, "seed": seed, "score_dtype": score_dtype}
-        options = {name: options_for(name, DecodeOptions(
-            **shared, **{**model_defaults(loaded.decoding, name), **given})) for name in method}
-        for name in method:
-            validate(name, options[name])
+        options = {name: resolve_options(name, loaded.decoding, {
+            option: value for option, value in given.items()
+            if option in METHOD_OPTIONS[name]}, **shared) for name in method}
     except (ModelLoadError, PromptsFileError, ValueError) as error:
         raise fail(str(error)) from None
     rank, world = processes.process_index, processes.num_processes
@@ -487,6 +480,13 @@ def aup(
         typer.Option("--format", metavar="table|json|csv", help="json and csv carry every number."),
     ] = "table",
     plot: Annotated[Path | None, typer.Option(help="Write accuracy-vs-TPF panels (PNG).")] = None,
+    lm_eval_samples: Annotated[list[Path], typer.Option(
+        help="lm-eval --log_samples output (files or folders): FILES are then the records "
+             "of `--model d3` (records=...), scored by these samples.")] = [],  # noqa: B006
+    lm_eval_metric: Annotated[str, typer.Option(
+        help="The samples' per-sample metric (0 or 1).")] = "exact_match",
+    lm_eval_filter: Annotated[str | None, typer.Option(
+        help="The samples' filter (default: each file's first).")] = None,
 ) -> None:
     """Accuracy Under Parallelism per task and method, with a per-file average (§4.1)."""
     import json
@@ -494,6 +494,7 @@ def aup(
     from rich.markup import escape
 
     from . import aup as metric
+    from .harness_results import HarnessResultsError, joined_records
 
     if scale not in metric.SCALES:
         raise typer.BadParameter(
@@ -505,9 +506,14 @@ def aup(
         )
     try:
         overrides = metric.parse_y_max(y_max)
-        curves = metric.load(files, skip_first=skip_first, scale=scale)
+        if lm_eval_samples:
+            curves = [curve for path in files for curve in metric.result_curves(
+                path, joined_records(path, lm_eval_samples, lm_eval_metric, lm_eval_filter),
+                skip_first)]
+        else:
+            curves = metric.load(files, skip_first=skip_first, scale=scale)
         report = metric.build_report(curves, alpha=alpha, y_max=overrides)
-    except metric.AupInputError as error:
+    except (metric.AupInputError, HarnessResultsError, OSError) as error:
         raise fail(str(error)) from None
     if plot is not None:
         try:

@@ -15,7 +15,7 @@ import transformers
 from . import __version__
 from .canvas import first_stop
 from .checkpoints import LoadedModel, encode_prompt
-from .decode import STRATEGIES, DecodeOptions, decode_prompts, method_config, noise_key, validate
+from .decode import STRATEGIES, DecodeOptions, decode_prompts, method_config, noise_key
 from .tasks import Example, Task
 
 
@@ -56,13 +56,13 @@ def decode_examples(loaded: LoadedModel, task: Task, examples: Sequence[Example]
                     options: DecodeOptions, batch_size: int = 64, sync_every: int = 1,
                     compile: bool = False) -> Iterator[SampleResult]:
     """Decode `examples` with `method` in `batch_size` slots; yields one scored result per
-    example as its row finishes (in any order).
+    example as its row finishes (in any order). `options` are valid for `method`
+    (`resolve_options` checks them).
 
     `gen_tokens` counts the answer before the first stop token (EOS padding is not counted,
     §4.2, A3); `forwards` the model calls that included the row; `seconds` the wall time from
     the row entering its slot until a host read found it done.
     """
-    validate(method, options)
     spec, tokenizer = loaded.spec, loaded.tokenizer
     run = run_record(loaded, task.name, method, options, batch_size, compile)
     prompts = [encode_prompt(loaded, example.prompt) for example in examples]

@@ -12,8 +12,7 @@ from .options import (
     METHOD_OPTIONS,
     DecodeOptions,
     method_config,
-    model_defaults,
-    options_for,
+    resolve_options,
     resolved_threshold,
     validate,
 )
@@ -31,6 +30,6 @@ STRATEGIES: dict[str, StrategyFactory] = {
 
 __all__ = [
     "CACHE_MODES", "DEFAULT_THRESHOLDS", "METHOD_OPTIONS", "SAFETY_CAP_FORWARDS", "STRATEGIES",
-    "DecodeOptions", "Decoded", "Scores", "decode_prompts", "method_config", "model_defaults",
-    "noise_key", "options_for", "resolved_threshold", "score", "validate",
+    "DecodeOptions", "Decoded", "Scores", "decode_prompts", "method_config", "noise_key",
+    "resolve_options", "resolved_threshold", "score", "validate",
 ]

@@ -96,3 +96,20 @@ def validate(method: str, options: DecodeOptions) -> None:
         if steps is not None and (steps < 1 or steps % blocks):
             raise ValueError(f"--steps {steps} must be a positive multiple of the number of "
                              f"blocks {blocks}")
+
+
+def resolve_options(method: str, model_decoding: dict[str, dict[str, Any]],
+                    given: dict[str, Any], **shared: Any) -> DecodeOptions:
+    """One method's options, resolved once for `d3 decode` and the lm-eval adapter alike:
+    the `shared` run settings, the model's own defaults for the method under the `given`
+    ones (each of which must be an option of the method), validated."""
+    if method not in METHOD_OPTIONS:
+        raise ValueError(f"unknown method {method!r}; known: {', '.join(METHOD_OPTIONS)}")
+    foreign = [name for name in given if name not in METHOD_OPTIONS[method]]
+    if foreign:
+        raise ValueError(f"{foreign[0]} is not an option of {method} "
+                         f"(its options: {', '.join(METHOD_OPTIONS[method])})")
+    options = options_for(method, DecodeOptions(
+        **shared, **{**model_defaults(model_decoding, method), **given}))
+    validate(method, options)
+    return options

@@ -1,0 +1,153 @@
+"""d3 as an lm-evaluation-harness model (`--model d3`).
+
+`generate_until` decodes the harness's requests with d3's driver in real batches (slots
+refilled as rows finish), each request's `max_gen_toks` rounded up to whole blocks and its
+`until` strings cutting the text. The context is tokenized as the harness gives it: with
+`--apply_chat_template` the harness formats it through `apply_chat_template` below, else it
+stays raw. Every d3 decoding option is a `--model_args` key; `records=PATH` appends d3's
+own per-sample records (forwards, TPF, seconds, environment; `id` is the harness's doc id)
+that `d3 aup --lm-eval-samples` joins to the harness's `--log_samples` output.
+
+lm-eval 0.4 finds models only among those imported, so run it as `d3-lm-eval` (the
+harness's own command line, with d3's model and the `d3_arith` task registered).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from lm_eval.api.instance import Instance
+from lm_eval.api.model import LM
+from lm_eval.api.registry import register_model
+
+from .canvas import first_stop
+from .checkpoints import DEFAULT_MODEL, load_model
+from .decode import STRATEGIES, DecodeOptions, decode_prompts, noise_key, resolve_options
+from .runner import SampleResult, run_record, write_results
+
+TASKS_FOLDER = Path(__file__).parent / "lm_eval_tasks"
+log = logging.getLogger(__name__)
+RUN_SETTINGS = ("block_size", "temperature", "seed", "score_dtype")
+
+
+class HarnessError(ValueError):
+    """A request or argument the adapter cannot serve; the message says which."""
+
+
+def cut_at(text: str, until: Sequence[str]) -> str:
+    """`text` up to the first occurrence of any stop string."""
+    ends = [text.find(stop) for stop in until if stop and stop in text]
+    return text[:min(ends)] if ends else text
+
+
+@register_model("d3")
+class D3LM(LM):
+    """d3's decoders behind lm-eval's `LM` interface."""
+
+    def __init__(self, pretrained: str = DEFAULT_MODEL, method: str = "multiblock",
+                 batch_size: int | str = 64, device: str | None = None, dtype: str = "auto",
+                 records: str | None = None, sync_every: int = 1, compile: bool = False,
+                 max_batch_size: int | None = None, **options: Any) -> None:
+        super().__init__()
+        if str(batch_size).startswith("auto"):
+            raise HarnessError("batch_size auto is not supported by d3: give a number")
+        if device and device.startswith("cuda") and not torch.cuda.is_available():
+            log.warning("no CUDA device here (lm-eval's default device is cuda): "
+                                "d3 decodes on the CPU")
+            device = "cpu"
+        self.loaded = load_model(str(pretrained), device or "auto", dtype)
+        self.method, self.batch_size = method, int(batch_size)
+        self.sync_every, self.compile = int(sync_every), bool(compile)
+        self.records = Path(records) if records else None
+        shared = {name: options.pop(name) for name in RUN_SETTINGS if name in options}
+        self.shared = {"block_size": self.loaded.spec.block_size, **shared}
+        self.given = options
+        resolve_options(method, self.loaded.decoding, options,  # fail on bad args at once
+                        gen_length=self.shared["block_size"], **self.shared)
+
+    @property
+    def tokenizer_name(self) -> str:
+        return self.loaded.name.replace("/", "__")
+
+    def apply_chat_template(self, chat_history: list[dict[str, str]],
+                            add_generation_prompt: bool = True) -> str:
+        return self.loaded.tokenizer.apply_chat_template(
+            chat_history, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    def chat_template(self, chat_template: bool | str = False) -> str | None:
+        return self.loaded.tokenizer.chat_template or ""
+
+    def options_for(self, max_gen_toks: int) -> DecodeOptions:
+        """The run's options for answers of up to `max_gen_toks` tokens (whole blocks)."""
+        block = self.shared["block_size"]
+        return resolve_options(self.method, self.loaded.decoding, self.given,
+                               gen_length=block * math.ceil(max_gen_toks / block),
+                               **self.shared)
+
+    def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
+        by_length: dict[int, list[int]] = {}
+        for index, request in enumerate(requests):
+            _, settings = request.args
+            by_length.setdefault(int(settings.get("max_gen_toks", 256)), []).append(index)
+        texts: list[str] = [""] * len(requests)
+        for max_gen_toks, indices in by_length.items():
+            self.decode_group([requests[index] for index in indices], max_gen_toks, texts,
+                              indices)
+        return texts
+
+    def decode_group(self, requests: list[Instance], max_gen_toks: int, texts: list[str],
+                     indices: list[int]) -> None:
+        """Decode requests sharing one answer length; fill `texts` at `indices`."""
+        loaded, options = self.loaded, self.options_for(max_gen_toks)
+        tokenizer, spec = loaded.tokenizer, loaded.spec
+        ids = [sample_id(request) for request in requests]
+        prompts = [tokenizer(request.args[0], add_special_tokens=False).input_ids
+                   for request in requests]
+        keys = [noise_key(options.seed, f"{request.task_name}/{identifier}")
+                for request, identifier in zip(requests, ids, strict=True)]
+        run = run_record(loaded, "", self.method, options, self.batch_size, self.compile)
+        results = []
+        for done in decode_prompts(loaded.model, spec, prompts, keys, STRATEGIES[self.method],
+                                   options, self.batch_size, self.sync_every,
+                                   compile=self.compile):
+            request = requests[done.index]
+            answer = done.tokens[:first_stop(done.tokens, spec.stop_token_ids)][:max_gen_toks]
+            text = tokenizer.decode(answer, skip_special_tokens=True)
+            texts[indices[done.index]] = cut_at(text, request.args[1].get("until") or [])
+            results.append(SampleResult(
+                request.task_name or "", self.method, loaded.name, ids[done.index],
+                run["config"], len(answer), done.forwards, len(answer) / done.forwards,
+                done.seconds, None, texts[indices[done.index]], run["env"]))
+        if self.records:
+            for _ in write_results(results, self.records):
+                pass
+
+    def loglikelihood(self, requests: list[Instance], disable_tqdm: bool = False):
+        raise HarnessError("d3 generates only: loglikelihood tasks (multiple choice) are not "
+                           "supported; use generate_until tasks such as gsm8k_cot_zeroshot")
+
+    def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False):
+        raise HarnessError("d3 generates only: loglikelihood_rolling (perplexity) is not "
+                           "supported")
+
+
+def sample_id(request: Instance) -> str:
+    """The record id of a request: the harness's doc id."""
+    return str(request.doc_id)
+
+
+def main() -> None:
+    """`d3-lm-eval ...`: lm-eval's command line with d3's model and tasks registered."""
+    from lm_eval.__main__ import cli_evaluate
+
+    arguments = sys.argv[1:]
+    if "--include_path" not in arguments and arguments[:1] not in (["ls"], ["list"]):
+        arguments += ["--include_path", str(TASKS_FOLDER)]
+    sys.argv = [sys.argv[0], *arguments]
+    cli_evaluate()

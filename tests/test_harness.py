@@ -1,0 +1,132 @@
+"""d3 as an lm-evaluation-harness model: the embedded task through the harness equals
+`d3 decode`, a real harness task config on a local file runs on a tiny LLaDA-format model
+with batch-independent outputs, and `d3 aup` scores the joined run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lm_eval
+import pytest
+from typer.testing import CliRunner
+
+from d3cli import aup
+from d3cli.cli import app
+
+PROMPTS = 200
+ENVIRONMENT = {**os.environ, "OMP_NUM_THREADS": "2"}
+
+
+def harness(tmp_path: Path, name: str, model_args: str, *arguments: str) -> Path:
+    """Run `d3-lm-eval`; returns its output folder (records in OUT/records.jsonl)."""
+    out = tmp_path / name
+    command = [sys.executable, "-c", "from d3cli.harness import main; main()", "run",
+               "--model", "d3", "--model_args", f"{model_args},records={out}/records.jsonl",
+               "--output_path", str(out), "--log_samples", *arguments]
+    result = subprocess.run(command, capture_output=True, text=True, env=ENVIRONMENT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def records(out: Path) -> dict[str, dict]:
+    return {r["id"]: r for r in map(json.loads, (out / "records.jsonl").read_text().split("\n")
+                                    [:-1])}
+
+
+def harness_score(out: Path, task: str, metric: str) -> float:
+    [results] = out.rglob("results_*.json")
+    return json.loads(results.read_text())["results"][task][metric]
+
+
+@pytest.fixture(scope="module")
+def arith_runs(tmp_path_factory):
+    """The embedded task through the harness and through `d3 decode`, same prompts."""
+    tmp_path = tmp_path_factory.mktemp("arith")
+    out = harness(tmp_path, "harness", "pretrained=arith-d3", "--tasks", "d3_arith",
+                  "--limit", str(PROMPTS), "--batch_size", "64")
+    decoded = tmp_path / "decode.jsonl"
+    result = CliRunner().invoke(app, ["decode", "--limit", str(PROMPTS), "--out", str(decoded)])
+    assert result.exit_code == 0, result.output
+    return out, {r["id"]: r for r in map(json.loads, decoded.read_text().splitlines())}
+
+
+def test_the_embedded_task_through_the_harness_equals_d3_decode(arith_runs):
+    out, decoded = arith_runs
+    mine = records(out)
+    assert len(mine) == len(decoded) == PROMPTS
+    for doc, record in mine.items():
+        reference = decoded[f"arith-{doc}"]
+        assert (record["output"], record["forwards"], record["gen_tokens"]) == (
+            reference["output"], reference["forwards"], reference["gen_tokens"])
+    accuracy = sum(r["correct"] for r in decoded.values()) / PROMPTS
+    assert harness_score(out, "d3_arith", "exact_match,final-answer") == pytest.approx(accuracy)
+    tpf = sum(r["gen_tokens"] for r in mine.values()) / sum(r["forwards"] for r in mine.values())
+    assert tpf > 2  # the student decodes several tokens per forward
+
+
+def test_aup_of_a_harness_run_is_its_records_scored_by_its_samples(arith_runs):
+    out, decoded = arith_runs
+    result = CliRunner().invoke(app, ["aup", str(out / "records.jsonl"), "--lm-eval-samples",
+                                      str(out), "--skip-first", "0", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    [curve] = json.loads(result.stdout)["curves"]
+    mine = records(out).values()
+    tpf = sum(r["gen_tokens"] for r in mine) / sum(r["forwards"] for r in mine)
+    accuracy = 100 * sum(r["correct"] for r in decoded.values()) / PROMPTS  # same samples
+    [point] = curve["points"]
+    assert (point["tpf"], point["accuracy"]) == pytest.approx((tpf, accuracy))
+    expected = aup.aup_score([aup.Point(tpf, accuracy)], y_max=accuracy)
+    assert curve["aup"] == pytest.approx(expected)
+
+
+GSM8K_LOCAL = """\
+include: {base}
+task: gsm8k_cot_zeroshot_local
+dataset_path: json
+dataset_name: null
+dataset_kwargs:
+  data_files:
+    test: {data}
+training_split: null
+fewshot_split: null
+generation_kwargs:
+  until: ["Q:", "</s>", "<|im_end|>"]
+  do_sample: false
+  max_gen_toks: 64
+"""
+
+
+def test_a_real_harness_task_on_a_local_file_is_batch_independent(tmp_path):
+    from test_families import write_llada
+
+    model = tmp_path / "LLaDA-8B-Instruct"
+    write_llada(model)
+    data = tmp_path / "gsm8k.jsonl"
+    data.write_text("".join(json.dumps({
+        "question": f"Tom has {n} apples and buys {n + 3} more. How many apples now?",
+        "answer": f"He has {n} + {n + 3} = {2 * n + 3}.\n#### {2 * n + 3}"}) + "\n"
+        for n in range(12)))
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    base = Path(lm_eval.__file__).parent / "tasks" / "gsm8k" / "gsm8k-cot-zeroshot.yaml"
+    (tasks / "gsm8k_local.yaml").write_text(GSM8K_LOCAL.format(base=base, data=data))
+    runs = {batch: records(harness(
+        tmp_path, f"batch{batch}", f"pretrained={model},method=threshold,threshold=0.3",
+        "--tasks", "gsm8k_cot_zeroshot_local", "--include_path", str(tasks),
+        "--batch_size", str(batch))) for batch in (8, 1)}
+    assert len(runs[8]) == 12
+    assert {doc: (r["output"], r["forwards"]) for doc, r in runs[8].items()} == {
+        doc: (r["output"], r["forwards"]) for doc, r in runs[1].items()}
+    assert all(r["task"] == "gsm8k_cot_zeroshot_local" for r in runs[8].values())
+
+
+def test_loglikelihood_tasks_fail_with_one_clear_line():
+    from d3cli.harness import D3LM, HarnessError
+
+    model = D3LM()
+    with pytest.raises(HarnessError, match="d3 generates only"):
+        model.loglikelihood([])
