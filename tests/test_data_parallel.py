@@ -46,6 +46,8 @@ def single(tmp_path_factory) -> dict[tuple, tuple]:
 
 
 def test_a_bare_cuda_is_the_processs_own_gpu_under_a_launcher(monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # a 2-GPU machine's answers
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     assert pick_device("cuda") == "cuda"
     monkeypatch.setenv("RANK", "3")

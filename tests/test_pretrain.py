@@ -54,6 +54,10 @@ def test_pretrain_exports_a_loadable_model(tmp_path):
     trainer.run()
     loaded = load_model(str(tmp_path / "model"), device="cpu")
     assert loaded.spec.mask_token_id == trainer.tokenizer.mask_token_id
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (tmp_path / "model").iterdir():  # as readable as any file the user makes
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
     assert loaded.spec.block_size == MICRO.block_size
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -132,6 +133,9 @@ def load(
 def load_file(path: Path, *, skip_first: int = SKIP_FIRST, scale: str = "percent") -> list[Curve]:
     """Curves of one file: result JSONL, or a YAML/CSV summary table."""
     suffix = path.suffix.lower()
+    if path.is_dir():
+        raise AupInputError(f"{path}: is a folder; give result files (.jsonl) or summary "
+                            "tables (.yaml, .yml, .csv)")
     if suffix not in (".jsonl", ".yaml", ".yml", ".csv"):
         raise AupInputError(
             f"{path}: unknown format {suffix or '(no extension)'!r}; "
@@ -659,12 +663,15 @@ def plot(report: Report, path: Path) -> None:
     columns = min(len(tasks), PANELS_PER_ROW)
     rows = math.ceil(len(tasks) / columns)
     width, height = PANEL_SIZE_PX
-    figure = Figure(figsize=(columns * width / PLOT_DPI, rows * height / PLOT_DPI), dpi=PLOT_DPI)
+    figure = Figure(figsize=(columns * width / PLOT_DPI, rows * height / PLOT_DPI), dpi=PLOT_DPI,
+                    layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     several_files = len(report.sources) > 1
+    styles = list(itertools.product(["-", "--", ":", "-."], ["o", "s", "^", "D", "v", "P"]))
     for axis, task in zip(axes, tasks, strict=False):
-        for curve in (curve for curve in report.curves if curve.task == task):
+        for index, curve in enumerate(c for c in report.curves if c.task == task):
+            line_style, marker = styles[index % len(styles)]
             kept = [s.point for s in curve.points if s.kept]
             dropped = [s.point for s in curve.points if not s.kept]
             name = f"{curve.model}: {curve.method}" if curve.model else curve.method
@@ -673,7 +680,9 @@ def plot(report: Report, path: Path) -> None:
             (line,) = axis.plot(
                 [p.tpf for p in kept],
                 [p.accuracy for p in kept],
-                marker="o",
+                marker=marker,
+                linestyle=line_style,
+                markersize=4,
                 label=f"{name} ({score})",
             )
             if dropped:
@@ -689,8 +698,8 @@ def plot(report: Report, path: Path) -> None:
         axis.set_ylabel("accuracy (%)", fontsize=8)
         axis.tick_params(labelsize=7)
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=6)
+        # Below the panel, inside the figure: it never hides a point or leaves the image.
+        axis.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     for axis in axes[len(tasks) :]:
         axis.set_visible(False)
-    figure.tight_layout()
     figure.savefig(path, dpi=PLOT_DPI, format="png")

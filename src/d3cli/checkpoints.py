@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 import transformers
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from transformers import AutoTokenizer, GenerationConfig, PreTrainedTokenizerBase
 from transformers.utils.hub import get_checkpoint_shard_files
 
@@ -247,11 +247,15 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedMo
         raise ModelLoadError(f"unknown dtype {dtype!r} (float32, bfloat16, float16 or auto)")
     raw = read_json(path / "config.json")
     family = detect_family(raw, path)
-    if family.build_config is None:
-        model = D3Model.from_pretrained(path, dtype=torch_dtype).to(torch_device)
-    else:
-        config = family.build_config(raw, path)
-        model = load_mapped_model(path, family, config, torch_device, torch_dtype)
+    try:
+        if family.build_config is None:
+            model = D3Model.from_pretrained(path, dtype=torch_dtype).to(torch_device)
+        else:
+            config = family.build_config(raw, path)
+            model = load_mapped_model(path, family, config, torch_device, torch_dtype)
+    except (SafetensorError, OSError, RuntimeError) as error:  # a cut or corrupt file
+        reason = " ".join(str(error).split())[:200]
+        raise ModelLoadError(f"{path}: cannot read the weights ({reason})") from None
     facts = token_facts_family(raw, family)
     tokenizer = load_tokenizer(path, facts)
     return LoadedModel(name, model.eval(), tokenizer, spec_for(model, tokenizer, facts),
@@ -309,12 +313,35 @@ def encode_prompt(loaded: LoadedModel, prompt: str) -> list[int]:
     return tokenizer(prompt, add_special_tokens=False).input_ids
 
 
+def save_model(model: torch.nn.Module, folder: Path) -> None:
+    """`save_pretrained` into `folder`, with the files readable as the user's umask allows
+    (transformers writes its weights through a private temporary file, mode 0600)."""
+    model.save_pretrained(folder)
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in folder.iterdir():
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
+
+
 def pick_device(device: str) -> str:
     """`auto` → cuda when available, else cpu. Under a launcher (`LOCAL_RANK` set by
     `accelerate launch` or `torchrun`) a bare `cuda` is this process's own GPU,
-    cuda:LOCAL_RANK, never every rank's GPU 0; anything else is passed through."""
+    cuda:LOCAL_RANK, never every rank's GPU 0. A device this machine lacks is a
+    `ModelLoadError` naming what it has."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    kind, _, index = device.partition(":")
+    if kind not in ("cpu", "cuda") or (index and not index.isdigit()):
+        raise ModelLoadError(f"unknown device {device!r} (cpu, cuda, cuda:N or auto)")
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise ModelLoadError(f"device {device!r}: this machine has no CUDA device "
+                                 f"(torch {torch.__version__}); use --device cpu")
+        if index and int(index) >= count:
+            raise ModelLoadError(f"device {device!r}: this machine has {count} CUDA "
+                                 f"device(s), cuda:0 to cuda:{count - 1}")
     if device == "cuda" and "LOCAL_RANK" in os.environ:
         return f"cuda:{int(os.environ['LOCAL_RANK'])}"
     return device

@@ -1,11 +1,14 @@
-"""The `d3` command line: parses options, calls one module function per command, renders."""
+"""The `d3` command line: parses options, calls one module function per command, renders.
+Usage errors and the commands' own errors are one line (`error: ...`, exit 2)."""
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -17,23 +20,124 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from typer.core import TyperGroup
 
 console = Console(stderr=True)
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+
+class OneLineErrors(TyperGroup):
+    """Every usage error (a bad option value, an unknown option) as one line on stderr,
+    `error: ...`, exit 2, like the commands' own errors."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except (typer.Abort, click.exceptions.Abort):
+            if not standalone_mode:
+                raise
+            sys.exit(130)
+        except (typer.TyperException, click.ClickException) as error:  # typer vendors click
+            if not standalone_mode:
+                raise
+            message = getattr(error, "format_message", error.__str__)()
+            typer.echo(f"error: {' '.join(message.split())}", err=True)
+            sys.exit(getattr(error, "exit_code", 2))
+        if standalone_mode:
+            sys.exit(result if isinstance(result, int) else 0)
+        return result
+
+
+HELP = """Make diffusion language models (LLaDA, Dream and d3's embedded models) decode
+many tokens per forward without losing accuracy.
+
+\b
+  d3 decode        decode a task's prompts; one JSON line per sample
+  d3 aup           Accuracy Under Parallelism of decode results
+  d3 trajectories  record a teacher's decoding order (training data)
+  d3 distill       train a student that decodes in parallel
+  d3 pretrain      train a small dLLM from scratch
+  d3 models, d3 tasks   what is built in
+
+Every command defaults to the embedded models; `d3 COMMAND --help` has the details."""
+
+app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, add_completion=False,
+                  rich_markup_mode=None, help=HELP)
+
+
+def show_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"d3 {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
-def main() -> None:
-    """d3: make diffusion LLMs decode many tokens per forward without losing accuracy."""
+def main(
+    threads: Annotated[int | None, typer.Option(
+        min=1, help="CPU threads for torch (default: torch's; under a launcher, the cores "
+                    "shared among the node's processes).")] = None,
+    version: Annotated[bool, typer.Option(
+        "--version", callback=show_version, is_eager=True, help="Print the version.")] = False,
+) -> None:
+    import os
     import signal
 
+    import torch
     from transformers.utils import logging as transformers_logging
+
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if threads is None and local_processes > 1:
+        threads = max(1, (os.cpu_count() or 1) // local_processes)
+    if threads is not None:
+        torch.set_num_threads(threads)
 
     transformers_logging.disable_progress_bar()  # d3 draws its own progress
     # `kill` (SIGTERM) stops a command as Ctrl-C does, so long runs save what they have
     # (a background job ignores SIGINT, which leaves SIGTERM as the way to stop it).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+
+
+def one_of(*values: str):
+    """An option callback that accepts only `values` (a one-line error otherwise)."""
+    def check(value: str) -> str:
+        if value not in values:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(values)}")
+        return value
+    return check
+
+
+def device_option(device: str) -> str:
+    """--device, checked against what this machine has (a one-line error otherwise)."""
+    from .checkpoints import ModelLoadError, pick_device
+
+    try:
+        pick_device(device)
+    except ModelLoadError as error:
+        raise typer.BadParameter(str(error)) from None
+    return device
+
+
+def check_writable(path: Path, kind: str) -> None:
+    """Stop now, with one line and nothing created, if `path` (a "file" or a "folder")
+    cannot be written."""
+    import os
+
+    if path.exists():
+        if path.is_dir() != (kind == "folder"):
+            raise fail(f"{path} is a {'folder' if path.is_dir() else 'file'}; --out must be "
+                       f"a {kind}")
+        if not os.access(path, os.W_OK):
+            raise fail(f"{path} is not writable")
+        return
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise fail(f"cannot create {path}: {ancestor} is not a writable folder")
 
 
 def fail(message: str) -> typer.Exit:
@@ -53,31 +157,36 @@ def progress_bar(*fields: str) -> Progress:
 def pretrain(
     out: Annotated[Path, typer.Option(help="Run folder: checkpoint, log, exported model/.")],
     task: Annotated[str, typer.Option(help="Synthetic task to train on.")] = "arith",
-    steps: Annotated[int, typer.Option(help="Total optimizer steps.")] = 40000,
-    batch_size: Annotated[int, typer.Option()] = 32,
-    learning_rate: Annotated[float, typer.Option()] = 2e-3,
-    warmup_steps: Annotated[int, typer.Option()] = 200,
-    ema_decay: Annotated[float, typer.Option()] = 0.999,
-    hidden_size: Annotated[int, typer.Option()] = 192,
-    intermediate_size: Annotated[int, typer.Option()] = 512,
-    layers: Annotated[int, typer.Option()] = 4,
-    heads: Annotated[int, typer.Option()] = 6,
-    block_size: Annotated[int, typer.Option(help="Default decoding block of the model.")] = 16,
+    steps: Annotated[int, typer.Option(min=1, help="Total optimizer steps.")] = 40000,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    learning_rate: Annotated[float, typer.Option(min=0.0)] = 2e-3,
+    warmup_steps: Annotated[int, typer.Option(min=0)] = 200,
+    ema_decay: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.999,
+    hidden_size: Annotated[int, typer.Option(min=1)] = 192,
+    intermediate_size: Annotated[int, typer.Option(min=1)] = 512,
+    layers: Annotated[int, typer.Option(min=1)] = 4,
+    heads: Annotated[int, typer.Option(min=1, help="Must divide --hidden-size.")] = 6,
+    block_size: Annotated[int, typer.Option(
+        min=1, help="Default decoding block of the model.")] = 16,
     learned_positions: Annotated[bool, typer.Option(
         help="Add learned absolute position embeddings to RoPE.")] = True,
     seed: Annotated[int, typer.Option()] = 0,
-    save_every: Annotated[int, typer.Option(help="Checkpoint interval (steps).")] = 500,
-    eval_every: Annotated[int, typer.Option(help="Eval + export interval (steps).")] = 2000,
-    eval_prompts: Annotated[int, typer.Option(help="Held-out prompts per eval.")] = 200,
+    save_every: Annotated[int, typer.Option(min=1, help="Checkpoint interval (steps).")] = 500,
+    eval_every: Annotated[int, typer.Option(
+        min=1, help="Eval + export interval (steps).")] = 2000,
+    eval_prompts: Annotated[int, typer.Option(min=1, help="Held-out prompts per eval.")] = 200,
     bf16: Annotated[bool, typer.Option(
         help="bfloat16 autocast over float32 weights.")] = False,
-    device: Annotated[str, typer.Option(help="cpu, cuda, or auto.")] = "auto",
+    device: Annotated[str, typer.Option(
+        help="cpu, cuda, cuda:N or auto.", callback=device_option)] = "auto",
 ) -> None:
     """Train a small dLLM from scratch (LLaDA objective); rerun the same command to resume.
     Runs under `accelerate launch` like `d3 distill`."""
     from .checkpoints import pick_device
     from .pretrain import PretrainConfig, Pretrainer, RunSchedule
     from .training import RichProgress
+
+    check_writable(out, "folder")
 
     config = PretrainConfig(
         task=task, batch_size=batch_size, learning_rate=learning_rate,
@@ -120,28 +229,36 @@ def decode(
         list[str], typer.Option(help="Strategy: vanilla, threshold, entropy, multiblock; "
                                      "repeat to compare on the same prompts.")
     ] = ["multiblock"],  # noqa: B006 (typer needs a literal default; never mutated)
-    limit: Annotated[int | None, typer.Option(help="Decode only the first N prompts.")] = None,
+    limit: Annotated[int | None, typer.Option(
+        min=1, help="Decode only the first N prompts.")] = None,
     threshold: Annotated[float | None, typer.Option(
-        help="τ for threshold (default 0.9); γ for entropy and multiblock (default 0.5).")] = None,
+        min=0.0, help="τ for threshold (default 0.9); γ for entropy and multiblock "
+                      "(default 0.5).")] = None,
     blocks: Annotated[int | None, typer.Option(
-        help="multiblock: most blocks decoding at once (default: no limit).")] = None,
-    block_size: Annotated[int | None, typer.Option(help="Default: the model's.")] = None,
+        min=1, help="multiblock: most blocks decoding at once (default: no limit).")] = None,
+    block_size: Annotated[int | None, typer.Option(
+        min=1, help="Default: the model's.")] = None,
     block_add_threshold: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0,
         help="multiblock: open the next block at this progress (default 0.1).")] = None,
     decoded_token_threshold: Annotated[float | None, typer.Option(
-        help="multiblock: fully activate a block at this predecessor progress (0.95).")] = None,
+        min=0.0, max=1.0, help="multiblock: fully activate a block at this predecessor "
+                               "progress (0.95).")] = None,
     early_stop: Annotated[bool | None, typer.Option(
         "--early-stop/--no-early-stop", help="multiblock: fill after the first EOS (on).")] = None,
     cache: Annotated[str | None, typer.Option(
         help="threshold: none|prefix|dual; multiblock: none|delayed (default none).")] = None,
     cache_delay: Annotated[int | None, typer.Option(
-        help="multiblock delayed cache: forwards a finished block waits (default 2).")] = None,
+        min=0, help="multiblock delayed cache: forwards a finished block waits "
+                    "(default 2).")] = None,
     refresh_interval: Annotated[int | None, typer.Option(
-        help="multiblock delayed cache: full refresh every N forwards (default never).")] = None,
+        min=1, help="multiblock delayed cache: full refresh every N forwards "
+                    "(default never).")] = None,
     steps: Annotated[int | None, typer.Option(
-        help="vanilla: forwards over the canvas (default: its length).")] = None,
-    gen_length: Annotated[int | None, typer.Option(help="Default: the task's.")] = None,
-    temperature: Annotated[float, typer.Option()] = 0.0,
+        min=1, help="vanilla: forwards over the canvas (default: its length).")] = None,
+    gen_length: Annotated[int | None, typer.Option(
+        min=1, help="Default: the task's.")] = None,
+    temperature: Annotated[float, typer.Option(min=0.0)] = 0.0,
     batch_size: Annotated[int, typer.Option(
         min=1, help="Rows decoding at once; a finished row's slot takes the next prompt.")] = 64,
     sync_every: Annotated[int, typer.Option(
@@ -149,9 +266,12 @@ def decode(
     compile: Annotated[bool, typer.Option(
         help="torch.compile the model forward (CUDA graphs on CUDA).")] = False,
     score_dtype: Annotated[str, typer.Option(
+        callback=one_of("float32", "float64"),
         help="Precision of softmax, entropy and confidence: float32 or float64.")] = "float32",
-    device: Annotated[str, typer.Option(help="cpu, cuda, or auto.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="float32, bfloat16, or auto.")] = "auto",
+    device: Annotated[str, typer.Option(
+        help="cpu, cuda, cuda:N or auto.", callback=device_option)] = "auto",
+    dtype: Annotated[str, typer.Option(
+        callback=one_of(*DTYPES), help="float32, bfloat16, float16 or auto.")] = "auto",
     seed: Annotated[int, typer.Option()] = 0,
     out: Annotated[Path, typer.Option(
         help="Result JSON lines; appended, and a rerun skips ids already there.")] = Path(
@@ -183,6 +303,7 @@ def decode(
              "cache": cache, "cache_delay": cache_delay, "refresh_interval": refresh_interval,
              "steps": steps}
     given = {name: value for name, value in given.items() if value is not None}
+    check_writable(out, "file")
     processes = PartialState(cpu=pick_device(device) == "cpu")
     try:
         unknown = [name for name in method if name not in METHOD_OPTIONS]
@@ -195,7 +316,7 @@ def decode(
         chosen_task = get_task(task, data_file=data_file)
         examples = load_prompts(prompts) if prompts else chosen_task.eval_examples()
         loaded = load_model(model or DEFAULT_MODEL, device, dtype)
-        shared = {"gen_length": gen_length or chosen_task.gen_length,
+        shared = {"gen_length": chosen_task.gen_length if gen_length is None else gen_length,
                   "block_size": block_size or loaded.spec.block_size,
                   "temperature": temperature, "seed": seed, "score_dtype": score_dtype}
         options = {name: resolve_options(name, loaded.decoding, {
@@ -282,8 +403,10 @@ def trajectories(
         min=1, help="Prompts per parquet file (the unit of resume and sharding).")] = 256,
     shard: Annotated[str | None, typer.Option(
         help="I/N: this process's share (default: the accelerate rank, else all).")] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda, or auto.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="float32, bfloat16, or auto.")] = "auto",
+    device: Annotated[str, typer.Option(
+        help="cpu, cuda, cuda:N or auto.", callback=device_option)] = "auto",
+    dtype: Annotated[str, typer.Option(
+        callback=one_of(*DTYPES), help="float32, bfloat16, float16 or auto.")] = "auto",
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Record the teacher's one-token-per-forward trajectories; rerun the same command to
@@ -300,10 +423,12 @@ def trajectories(
         load_trajectories,
         parse_shard,
         prepare_folder,
+        remove_staging,
         shard_chunks,
         summary,
     )
 
+    check_writable(out, "folder")
     # Under `accelerate launch` (or torchrun) each process takes the chunks of its rank.
     processes = PartialState(cpu=pick_device(device) == "cpu")
     try:
@@ -353,6 +478,7 @@ def trajectories(
     except KeyboardInterrupt:
         console.print(f"interrupted: finished chunks are in {out}; rerun to resume")
         raise typer.Exit(130) from None
+    remove_staging(out)
     numbers = summary(load_trajectories(out, [chunk_path(out, chunk) for chunk in chunks]),
                       loaded.spec.stop_token_ids)
     incorrect = (f"{numbers['incorrect']} incorrect kept" if keep_incorrect
@@ -381,7 +507,8 @@ def distill(
         help="Preset YAML with d3:/dparallel: sections (default: the teacher family's).")] = None,
     masks: Annotated[str | None, typer.Option(help="trajectory or random.")] = None,
     noise_schedule: Annotated[bool | None, typer.Option(
-        "--noise-schedule/--no-noise-schedule", help="Progressive mask ratio (§2.3).")] = None,
+        "--noise-schedule/--no-noise-schedule",
+        help="Mask ratio rising over training (docs/algorithms.md).")] = None,
     window_schedule: Annotated[str | None, typer.Option(
         help="Window size per epoch, e.g. 16,16,24,24,32,32.")] = None,
     complementary: Annotated[bool | None, typer.Option(
@@ -391,9 +518,10 @@ def distill(
         help="Train on the teacher's correct answers only (default).")] = None,
     entropy_weight: Annotated[float | None, typer.Option(help="β of the entropy term.")] = None,
     entropy_temperature: Annotated[float | None, typer.Option(help="τ of softmax(z/τ).")] = None,
-    epochs: Annotated[float | None, typer.Option()] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.")] = None,
-    learning_rate: Annotated[float | None, typer.Option()] = None,
+    epochs: Annotated[float | None, typer.Option(min=0.0)] = None,
+    max_steps: Annotated[int | None, typer.Option(
+        min=1, help="Stop after N optimizer steps.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(min=0.0)] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Per device.")] = None,
     save_steps: Annotated[int | None, typer.Option(min=1, help="Checkpoint interval.")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
@@ -403,7 +531,8 @@ def distill(
     gradient_checkpointing: Annotated[bool, typer.Option(
         help="Recompute each layer in the backward pass: less memory, ~30% more time.")
     ] = False,
-    device: Annotated[str, typer.Option(help="cpu, cuda, or auto.")] = "auto",
+    device: Annotated[str, typer.Option(
+        help="cpu, cuda, cuda:N or auto.", callback=device_option)] = "auto",
 ) -> None:
     """Distil the teacher into a student that decodes many tokens per forward; rerun the
     same command to resume from the last checkpoint. Under `accelerate launch` each
@@ -422,6 +551,7 @@ def distill(
                  "max_steps": max_steps, "learning_rate": learning_rate,
                  "batch_size": batch_size, "save_steps": save_steps, "seed": seed}
     overrides = {name: value for name, value in overrides.items() if value is not None}
+    check_writable(out, "folder")
     device = pick_device(device)
     try:
         if window_schedule is not None:
@@ -488,7 +618,8 @@ def aup(
     lm_eval_filter: Annotated[str | None, typer.Option(
         help="The samples' filter (default: each file's first).")] = None,
 ) -> None:
-    """Accuracy Under Parallelism per task and method, with a per-file average (§4.1)."""
+    """Accuracy Under Parallelism per task and method, with a per-file average (the
+    metric: docs/algorithms.md)."""
     import json
 
     from rich.markup import escape
@@ -540,3 +671,28 @@ def aup(
         typer.echo(f"error: {message}", err=True)
     if report.errors:
         raise typer.Exit(1)
+
+
+@app.command()
+def models() -> None:
+    """List the embedded models (any local folder or hub id also works as --model)."""
+    from .checkpoints import ASSETS, DEFAULT_MODEL, DEFAULT_TEACHER
+
+    roles = {DEFAULT_MODEL: "default of decode", DEFAULT_TEACHER: "default teacher"}
+    for folder in sorted(path for path in ASSETS.iterdir() if (path / "config.json").is_file()):
+        card = folder / "README.md"
+        lines = card.read_text(encoding="utf-8").split("\n\n") if card.is_file() else [""]
+        summary = " ".join(lines[1].split()) if len(lines) > 1 else ""
+        role = f" ({roles[folder.name]})" if folder.name in roles else ""
+        typer.echo(f"{folder.name}{role}: {summary}")
+
+
+@app.command()
+def tasks() -> None:
+    """List the tasks of --task (arith is embedded; the others read a hub dataset or a
+    local --data-file)."""
+    from .tasks import TASKS
+
+    for name, task in TASKS.items():
+        summary = (task.__doc__ or "").strip().splitlines()[0] if task.__doc__ else ""
+        typer.echo(f"{name}: {summary}")

@@ -25,7 +25,7 @@ from torch import Tensor
 from transformers import PrinterCallback, TrainingArguments, set_seed
 
 from .canvas import first_stop, left_pad
-from .checkpoints import LoadedModel, ModelSpec
+from .checkpoints import LoadedModel, ModelSpec, save_model
 from .tasks.data import first_line
 from .training import (
     CHECKPOINTS,
@@ -379,7 +379,7 @@ def export_student(model, loaded: LoadedModel, config: DistillConfig, merge: boo
     base is the teacher's name), with the teacher's tokenizer and a card saying how."""
     if config.lora and merge:
         model = model.merge_and_unload()
-    model.save_pretrained(out)
+    save_model(model, out)
     loaded.tokenizer.save_pretrained(out)
     adapter = out / "adapter_config.json"
     if adapter.is_file():  # name the base as the user did, not by this machine's path

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset, SequentialSampler
 from transformers import PrinterCallback, TrainerCallback, TrainingArguments
 
 from .canvas import eos_padded, left_pad
-from .checkpoints import LoadedModel, spec_for
+from .checkpoints import LoadedModel, save_model, spec_for
 from .decode import DecodeOptions
 from .model import D3Config, D3Model
 from .runner import decode_examples
@@ -166,6 +166,9 @@ class Pretrainer:
     def __post_init__(self) -> None:
         config = self.config
         self.task = get_task(config.task)
+        if config.hidden_size % config.num_heads:
+            raise ValueError(f"--heads {config.num_heads} does not divide --hidden-size "
+                             f"{config.hidden_size}")
         check_run(self.out / RUN_FILE, asdict(config))
         self.tokenizer = build_word_tokenizer(self.task.words)
         model_config = D3Config(
@@ -234,7 +237,7 @@ class Pretrainer:
         """Save the EMA weights and the tokenizer as a plain transformers folder."""
         folder = self.out / EXPORT
         if self.trainer.is_world_process_zero():
-            self.ema.average.module.save_pretrained(folder)
+            save_model(self.ema.average.module, folder)
             self.tokenizer.save_pretrained(folder)
         return folder
 

@@ -12,6 +12,7 @@ every N-th chunk, so the shards' files together are exactly the unsharded run's.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -95,6 +96,9 @@ def chunk_path(out: Path, chunk: tuple[int, int]) -> Path:
 def read_card(out: Path) -> dict[str, Any]:
     """The run recorded in a trajectory folder's card."""
     card = out / CARD
+    if not out.is_dir():
+        raise TrajectoryFolderError(f"{out}: no such folder (give the --out of d3 "
+                                    "trajectories)")
     if not card.is_file():
         raise TrajectoryFolderError(f"{out}: no {CARD}: not a d3 trajectory folder")
     text = card.read_text(encoding="utf-8")
@@ -126,6 +130,12 @@ def prepare_folder(out: Path, run: TrajectoryRun) -> None:
             f"token per forward in blocks of {run.block_size}, up to {run.attempts} attempts.\n"
             "`unmask_step[r]` is the forward at which answer position r was committed.\n")
     atomic_write(out / CARD, card.encode())
+
+
+def remove_staging(out: Path) -> None:
+    """Remove the staging folder once it is empty (another shard may still be writing)."""
+    with contextlib.suppress(OSError):
+        (out / STAGING).rmdir()
 
 
 def atomic_write(path: Path, data: bytes) -> None:

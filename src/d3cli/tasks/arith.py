@@ -80,7 +80,8 @@ def extract_answer(output: str) -> str | None:
 
 
 class ArithTask:
-    """Modular arithmetic chains with ambiguous step forms; see the module docstring."""
+    """The embedded task: chains of additions and subtractions modulo 10, answered step by
+    step and then `#### N` (several forms of each step are equally right)."""
 
     name = "arith"
     gen_length = 64

@@ -1,0 +1,131 @@
+"""The command line's surface: every bad input is one line (exit 2, nothing left behind),
+help that reads at 80 columns, --version, and the listings of models and tasks."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from d3cli import __version__
+from d3cli.checkpoints import ASSETS
+from d3cli.cli import app
+
+COMMANDS = ["decode", "aup", "trajectories", "distill", "pretrain", "models", "tasks"]
+
+
+def run(*arguments: str, columns: int = 80) -> subprocess.CompletedProcess:
+    """The installed command line in a fresh process (what a user's shell runs)."""
+    return subprocess.run([sys.executable, "-m", "d3cli", *arguments], capture_output=True,
+                          text=True, env={"COLUMNS": str(columns), "PATH": "/usr/bin:/bin",
+                                          "HOME": str(Path.home())})
+
+
+def assert_one_line_error(result, message: str) -> None:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert message in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_at_80_columns_names_every_option_uncut(command):
+    result = run(command, "--help")
+    assert result.returncode == 0, result.stderr
+    click_command = typer.main.get_command(app).commands[command]
+    for parameter in click_command.params:
+        for name in parameter.opts + parameter.secondary_opts:
+            if name.startswith("--"):
+                assert name in result.stdout.split() or f"{name}" in result.stdout, name
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80
+
+
+def test_top_help_is_for_users_and_version_and_listings_work():
+    top = run("--help").stdout
+    assert "d3 decode" in top and "module function" not in top
+    assert run("--version").stdout.strip() == f"d3 {__version__}"
+    models = run("models").stdout
+    assert "arith-d3 (default of decode)" in models and "arith-teacher" in models
+    tasks = run("tasks").stdout
+    assert tasks.startswith("arith: ") and "gsm8k" in tasks
+
+
+BAD_DECODE = [
+    (["--limit", "-3"], "'--limit'"),
+    (["--limit", "0"], "'--limit'"),
+    (["--threshold", "-1"], "'--threshold'"),
+    (["--temperature", "-1"], "'--temperature'"),
+    (["--block-add-threshold", "5"], "'--block-add-threshold'"),
+    (["--decoded-token-threshold", "1.5"], "'--decoded-token-threshold'"),
+    (["--gen-length", "0"], "'--gen-length'"),
+    (["--method", "vanilla", "--steps", "0"], "'--steps'"),
+    (["--dtype", "int8"], "is not one of float32, bfloat16, float16, auto"),
+    (["--score-dtype", "float16"], "is not one of float32, float64"),
+    (["--device", "cuda"], "has no CUDA device"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--bogus"], "No such option: --bogus"),
+]
+
+
+@pytest.mark.parametrize(("arguments", "message"), BAD_DECODE,
+                         ids=[" ".join(a) for a, _ in BAD_DECODE])
+def test_bad_decode_options_are_one_line_and_write_nothing(tmp_path, arguments, message):
+    out = tmp_path / "results.jsonl"
+    assert_one_line_error(run("decode", *arguments, "--out", str(out)), message)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["decode", "trajectories", "pretrain", "distill"])
+def test_an_unwritable_out_is_one_line_before_any_work(tmp_path, command):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    out = blocker / "inside"
+    extra = ["--trajectories", str(tmp_path)] if command == "distill" else []
+    assert_one_line_error(run(command, "--out", str(out), *extra), "is not a writable folder")
+
+
+def test_pretrain_bad_shapes_and_steps_leave_no_folder(tmp_path):
+    out = tmp_path / "run"
+    assert_one_line_error(run("pretrain", "--out", str(out), "--heads", "5"),
+                          "--heads 5 does not divide --hidden-size 192")
+    assert_one_line_error(run("pretrain", "--out", str(out), "--steps", "0"), "'--steps'")
+    assert not out.exists()
+
+
+def test_a_truncated_weights_file_is_one_line(tmp_path):
+    model = tmp_path / "cut"
+    shutil.copytree(ASSETS / "arith-d3", model)
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    result = run("decode", "--model", str(model), "--limit", "1", "--out",
+                 str(tmp_path / "r.jsonl"))
+    assert_one_line_error(result, "cannot read the weights")
+
+
+def test_missing_trajectories_and_a_folder_given_to_aup_are_named(tmp_path):
+    missing = tmp_path / "nowhere"
+    result = run("distill", "--trajectories", str(missing), "--out", str(tmp_path / "s"))
+    assert_one_line_error(result, f"{missing}: no such folder")
+    assert_one_line_error(run("aup", str(tmp_path)), "is a folder")
+
+
+def test_typer_runner_sees_the_same_one_line_errors(tmp_path):
+    result = CliRunner().invoke(app, ["decode", "--limit", "0"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().startswith("error: Invalid value for '--limit'")
+
+
+def test_the_cli_reference_in_docs_is_current(tmp_path):
+    """docs/cli.md is typer's rendering of the help; regenerate it with the command below."""
+    generated = tmp_path / "cli.md"
+    subprocess.run([sys.executable, "-m", "typer", "d3cli.cli", "utils", "docs", "--name", "d3",
+                    "--output", str(generated)], check=True, capture_output=True)
+    shipped = Path(__file__).parents[1] / "docs" / "cli.md"
+    assert shipped.read_text() == generated.read_text(), (
+        "python -m typer d3cli.cli utils docs --name d3 --output docs/cli.md")
