@@ -129,3 +129,14 @@ def test_the_cli_reference_in_docs_is_current(tmp_path):
     shipped = Path(__file__).parents[1] / "docs" / "cli.md"
     assert shipped.read_text() == generated.read_text(), (
         "python -m typer d3cli.cli utils docs --name d3 --output docs/cli.md")
+
+
+def test_an_unreachable_hub_is_one_line_at_once(tmp_path):
+    """No retries for half a minute: a dataset on an unreachable hub fails at once."""
+    result = subprocess.run(
+        [sys.executable, "-m", "d3cli", "decode", "--task", "gsm8k", "--limit", "1", "--out",
+         str(tmp_path / "r.jsonl")], capture_output=True, text=True,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(Path.home()),
+             "HF_ENDPOINT": "https://127.0.0.1:9"})  # a closed port: refused at once
+    assert_one_line_error(result, "the hub (127.0.0.1) is unreachable from here")
+    assert "Retrying" not in result.stderr

@@ -175,7 +175,8 @@ def result_curves(path: Path, text: str, skip_first: int) -> list[Curve]:
         try:
             record = json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise AupInputError(f"{path}:{line}: malformed JSON: {exc.msg}") from None
+            raise AupInputError(f"{path}:{line}: malformed JSON at column {exc.colno}: "
+                                f"{exc.msg}") from None
         if not isinstance(record, dict):
             raise AupInputError(f"{path}:{line}: expected a JSON object, got {raw.strip()[:40]}")
         _require_fields(path, line, record, RESULT_FIELDS)

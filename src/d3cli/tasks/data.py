@@ -18,6 +18,24 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the hub cannot be reached (None when it can, or when `HF_HUB_OFFLINE` asks for the
+    local cache): a quick connection test, instead of the hub client's retries (30 s)."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return None
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = endpoint.hostname or "huggingface.co", endpoint.port or 443
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as error:
+        return f"the hub ({host}) is unreachable from here ({error.strerror or error})"
+    return None
+
+
 def builder_for(path: Path) -> str:
     """The `datasets` builder for a local file, by extension (a .gz suffix is looked through)."""
     suffixes = [suffix for suffix in path.suffixes if suffix not in (".gz", ".bz2", ".xz")]
@@ -55,6 +73,11 @@ def load_rows(
             raise TaskDataError(f"{task}: cannot read {path} ({first_line(error)})") from error
     else:
         source = hub_id
+        unreachable = hub_unreachable()
+        if unreachable:
+            raise TaskDataError(f"{task}: cannot load {hub_id}: {unreachable}; pass a local "
+                                "copy with --data-file (or set HF_HUB_OFFLINE=1 to use a "
+                                "cached copy)")
         try:
             parts = [datasets.load_dataset(hub_id, config, split=split) for config in configs]
         except Exception as error:  # no hub, unknown id, ...
