@@ -396,8 +396,10 @@ def trajectories(
     keep_incorrect: Annotated[bool, typer.Option(
         "--keep-incorrect/--only-correct",
         help="Keep the last attempt of never-correct prompts (correct = false).")] = True,
-    block_size: Annotated[int | None, typer.Option(help="Default: the model's.")] = None,
-    gen_length: Annotated[int | None, typer.Option(help="Default: the task's.")] = None,
+    block_size: Annotated[int | None, typer.Option(
+        min=1, help="Default: the model's.")] = None,
+    gen_length: Annotated[int | None, typer.Option(
+        min=1, help="Default: the task's.")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     chunk_size: Annotated[int, typer.Option(
         min=1, help="Prompts per parquet file (the unit of resume and sharding).")] = 256,
@@ -516,8 +518,10 @@ def distill(
     only_correct: Annotated[bool | None, typer.Option(
         "--only-correct/--all-answers",
         help="Train on the teacher's correct answers only (default).")] = None,
-    entropy_weight: Annotated[float | None, typer.Option(help="β of the entropy term.")] = None,
-    entropy_temperature: Annotated[float | None, typer.Option(help="τ of softmax(z/τ).")] = None,
+    entropy_weight: Annotated[float | None, typer.Option(
+        min=0.0, help="β of the entropy term.")] = None,
+    entropy_temperature: Annotated[float | None, typer.Option(
+        min=0.0, help="τ of softmax(z/τ); above 0.")] = None,
     epochs: Annotated[float | None, typer.Option(min=0.0)] = None,
     max_steps: Annotated[int | None, typer.Option(
         min=1, help="Stop after N optimizer steps.")] = None,
