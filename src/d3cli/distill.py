@@ -91,6 +91,9 @@ class DistillConfig:
                                          f"choose from {', '.join(allowed)}")
         if any(size < 1 for size in self.window_schedule):
             raise DistillConfigError(f"window sizes must be positive: {self.window_schedule}")
+        if self.entropy_temperature <= 0:
+            raise DistillConfigError(f"entropy temperature must be above 0, got "
+                                     f"{self.entropy_temperature}")
         if not 0 <= self.t_min <= self.t_max <= 1:
             raise DistillConfigError(f"need 0 <= t_min <= t_max <= 1, got {self.t_min}, "
                                      f"{self.t_max}")
