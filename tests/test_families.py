@@ -537,6 +537,46 @@ def test_dream_spec_and_tokenizer_without_remote_code(dream_folder):
     assert loaded.tokenizer.decode(loaded.tokenizer(text).input_ids) == text
 
 
+def test_early_stop_fires_on_end_of_sequence_not_on_end_of_turn(llada_folder):
+    """LLaDA's answer ends with <|eot_id|> then EOS padding; the reference fills after the
+    first EOS only. The multiblock strategy's fill, on the LLaDA-format spec."""
+    from d3cli.decode import DecodeOptions, Multiblock
+    from d3cli.decode.rows import PromptQueue, Rows
+
+    loaded = load_model(str(llada_folder), device="cpu", dtype="float32")
+    spec, vocab = loaded.spec, loaded.tokenizer.get_vocab()
+    eos, eot = vocab["<|endoftext|>"], vocab["<|eot_id|>"]
+    assert spec.stop_token_ids == (eos, eot) and spec.eos_token_ids == (eos,)
+    queue = PromptQueue.upload([[5, 6, 7]], [0], spec.pad_token_id, torch.device("cpu"))
+    rows = Rows.empty(1, queue, 64, spec)
+    strategy = Multiblock(rows, spec, DecodeOptions(gen_length=64, block_size=32))
+    strategy.reset(rows.refill(queue, torch.ones(1, dtype=torch.bool), 0))
+    rows.generation[0, 3] = eot
+    strategy.fill_after_first_stop()
+    assert rows.generation[0, 4:].eq(spec.mask_token_id).all()  # end of turn: no fill
+    rows.generation[0, 10] = eos
+    strategy.fill_after_first_stop()
+    assert rows.generation[0, 11:].eq(eos).all() and rows.generation[0, 4:10].eq(
+        spec.mask_token_id).all()
+
+
+def test_a_declared_built_in_tokenizer_class_is_honoured(dream_folder, tmp_path):
+    """A Dream-family folder whose tokenizer_config.json names a transformers class gets
+    that class; the family's stand-in serves only remote-code classes."""
+    import shutil
+
+    folder = tmp_path / "declared"
+    shutil.copytree(dream_folder, folder)
+    config_path = folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["tokenizer_class"] = "GPT2Tokenizer"
+    config.pop("auto_map")
+    config_path.write_text(json.dumps(config))
+    loaded = load_model(str(folder), device="cpu", dtype="float32")
+    assert type(loaded.tokenizer).__name__ == "GPT2Tokenizer"
+    assert loaded.spec.mask_token_id == loaded.tokenizer.get_vocab()["<|mask|>"]
+
+
 def test_bfloat16_loading_keeps_every_weight_in_bf16(dream_folder):
     loaded = load_model(str(dream_folder), device="cpu", dtype="bfloat16")
     assert {parameter.dtype for parameter in loaded.model.parameters()} == {torch.bfloat16}

@@ -44,6 +44,7 @@ class ModelSpec:
     use_chat_template: bool = False
     commit_lowest_entropy: bool = True  # §3.1 step 9: LLaDA always commits the best (A7)
     strict_entropy_threshold: bool = False  # Dream selects H < γ, LLaDA H ≤ γ (A7)
+    eos_token_ids: tuple[int, ...] = ()  # early stop fires on these (empty: every stop id)
 
 
 @dataclass
@@ -132,6 +133,7 @@ def spec_for(model: D3Model, tokenizer: PreTrainedTokenizerBase, family: Family 
                    if value is not None), eos_ids[0])
     return ModelSpec(
         mask_token_id=mask_id, stop_token_ids=stop_ids, pad_token_id=pad_id,
+        eos_token_ids=tuple(dict.fromkeys(eos_ids)),
         block_size=config.block_size, logit_shift=family.logit_shift,
         use_chat_template=family.chat_template and tokenizer.chat_template is not None,
         commit_lowest_entropy=family.commit_lowest_entropy,
@@ -223,11 +225,21 @@ def natural_order(name: str) -> tuple:
     return tuple(int(part) if part.isdigit() else -1 for part in name.split(".")), name
 
 
+def declared_tokenizer_class(folder: Path) -> str | None:
+    """The tokenizer class the folder's `tokenizer_config.json` declares, when transformers
+    has it built in (a remote-code class such as Dream's `DreamTokenizer` gives None)."""
+    config = folder / "tokenizer_config.json"
+    name = read_json(config).get("tokenizer_class") if config.is_file() else None
+    return name if isinstance(name, str) and hasattr(transformers, name) else None
+
+
 def load_tokenizer(folder: Path, family: Family) -> PreTrainedTokenizerBase:
-    """The family's built-in tokenizer class (never a folder's remote code); d3: AutoTokenizer."""
+    """The folder's declared tokenizer class when transformers has it built in, else the
+    family's built-in stand-in for its remote code; never remote code. d3: AutoTokenizer."""
     try:
-        if family.tokenizer_class:
-            return getattr(transformers, family.tokenizer_class).from_pretrained(folder)
+        name = declared_tokenizer_class(folder) or family.tokenizer_class
+        if name:
+            return getattr(transformers, name).from_pretrained(folder)
         return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     except Exception as error:  # tokenizer loading raises many kinds; report them alike
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -60,7 +60,8 @@ class Multiblock:
         self.ends = rows.prompt_length + self.block_size * self.block_index
         self.starts = torch.cat([torch.zeros_like(self.ends[:1]), self.ends[:-1]])
         self.offsets = torch.arange(self.block_size, device=device)
-        self.stop_ids = torch.tensor(spec.stop_token_ids, device=device)
+        # Early stop fires on end of sequence, not on an end-of-turn token (the reference).
+        self.stop_ids = torch.tensor(spec.eos_token_ids or spec.stop_token_ids, device=device)
         self.mask_ids = torch.tensor([spec.mask_token_id], device=device)
         self.table = BlockTable(
             created=torch.zeros(slots, 1 + num_blocks, dtype=torch.bool, device=device),
@@ -192,8 +193,9 @@ class Multiblock:
             self.fill_after_first_stop()
 
     def fill_after_first_stop(self) -> None:
-        """§3.1 step 3 (early stop): after a row's first decoded stop token, every position
-        becomes that token and the later blocks are created as finished (A8). Idempotent."""
+        """§3.1 step 3 (early stop): after a row's first decoded end-of-sequence token,
+        every position becomes that token and the later blocks are created as finished
+        (A8). Idempotent."""
         rows, table = self.rows, self.table
         generation = rows.generation
         is_stop = torch.isin(generation, self.stop_ids)
