@@ -560,6 +560,39 @@ def test_early_stop_fires_on_end_of_sequence_not_on_end_of_turn(llada_folder):
         spec.mask_token_id).all()
 
 
+def test_dream_decodes_one_token_per_step_in_lowest_entropy_order(dream_folder):
+    """Dream's own one-token decoding and its teacher trajectories (vanilla on the Dream
+    family) commit, each forward, the lowest-entropy masked position of the block."""
+    from d3cli.decode import STRATEGIES, DecodeOptions, decode_prompts
+
+    loaded = load_model(str(dream_folder), device="cpu", dtype="float32")
+    assert loaded.spec.vanilla_by_entropy
+    seen = []
+    loaded.model.register_forward_hook(lambda module, args, kwargs, output: seen.append(
+        (kwargs["logits_at"][0].clone(), output[0].clone())), with_kwargs=True)
+    prompt = loaded.tokenizer("Natalia sold 48 clips").input_ids
+    options = DecodeOptions(gen_length=64, block_size=32)
+    [done] = decode_prompts(loaded.model, loaded.spec, [prompt], [0], STRATEGIES["vanilla"],
+                            options, 1, commit_steps=True)
+    steps = torch.tensor(done.commit_step)
+    assert sorted(done.commit_step) == list(range(64)) and len(seen) == 64
+    orders_differ = False
+    for forward, (_, logits) in enumerate(seen):  # commit steps count forwards from 0
+        block = forward // 32
+        positions = torch.arange(block * 32, block * 32 + 32)
+        masked = steps[positions] >= forward
+        logits = logits.float()
+        logits[:, loaded.spec.mask_token_id] = torch.finfo(torch.float32).min  # never proposed
+        log_probs = logits.log_softmax(-1)
+        entropy = -(log_probs.exp() * log_probs).sum(-1)
+        committed = int(positions[steps[positions] == forward])
+        candidates = entropy.masked_fill(~masked, float("inf"))
+        assert committed == int(positions[candidates.argmin()]), forward
+        confidence = log_probs.max(-1).values.masked_fill(~masked, -float("inf"))
+        orders_differ |= int(positions[confidence.argmax()]) != committed
+    assert orders_differ  # LLaDA's confidence order would have decoded otherwise
+
+
 def test_a_declared_built_in_tokenizer_class_is_honoured(dream_folder, tmp_path):
     """A Dream-family folder whose tokenizer_config.json names a transformers class gets
     that class; the family's stand-in serves only remote-code classes."""

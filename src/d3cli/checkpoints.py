@@ -45,6 +45,7 @@ class ModelSpec:
     commit_lowest_entropy: bool = True  # §3.1 step 9: LLaDA always commits the best (A7)
     strict_entropy_threshold: bool = False  # Dream selects H < γ, LLaDA H ≤ γ (A7)
     eos_token_ids: tuple[int, ...] = ()  # early stop fires on these (empty: every stop id)
+    vanilla_by_entropy: bool = False  # vanilla ranks by lowest entropy (Dream), not confidence
 
 
 @dataclass
@@ -137,7 +138,8 @@ def spec_for(model: D3Model, tokenizer: PreTrainedTokenizerBase, family: Family 
         block_size=config.block_size, logit_shift=family.logit_shift,
         use_chat_template=family.chat_template and tokenizer.chat_template is not None,
         commit_lowest_entropy=family.commit_lowest_entropy,
-        strict_entropy_threshold=family.strict_entropy_threshold)
+        strict_entropy_threshold=family.strict_entropy_threshold,
+        vanilla_by_entropy=family.vanilla_by_entropy)
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -42,6 +42,8 @@ class Family:
     logit_shift: bool = False  # output i predicts token i+1 (Dream, §6.2)
     commit_lowest_entropy: bool = True  # A7: LLaDA always commits the global best candidate
     strict_entropy_threshold: bool = False  # A7: Dream commits H < γ, LLaDA H ≤ γ
+    vanilla_by_entropy: bool = False  # one-token steps take the lowest entropy (Dream), not
+    # the highest confidence (LLaDA): Dream's own decoding and its teacher trajectories
     chat_template: bool = False  # prompts go through the tokenizer's template when it has one
     tokenizer_class: str | None = None  # built-in class for folders whose tokenizer is remote code
 
@@ -223,6 +225,7 @@ DREAM = Family(
     logit_shift=True,
     commit_lowest_entropy=False,
     strict_entropy_threshold=True,
+    vanilla_by_entropy=True,
     chat_template=True,
     tokenizer_class="Qwen2Tokenizer",  # Dream's remote DreamTokenizer is Qwen2's BPE
 )
