@@ -268,7 +268,7 @@ def test_decode_cli_runs_a_real_task_from_a_local_data_file(tmp_path):
     (["--method", "fastest"], "unknown method 'fastest'"),
     (["--method", "threshold", "--cache-delay", "2"], "--cache-delay is not an option of"),
     (["--method", "threshold", "--cache", "delayed"], "--cache delayed does not apply"),
-    (["--blocks", "0"], "--blocks must be at least 1"),
+    (["--blocks", "0"], "Invalid value for '--blocks'"),
     (["--model", "no/such-model-here"], "could not fetch"),
     (["--model", "./missing-folder"], "neither an embedded model"),
     (["--task", "gsm9k"], "unknown task 'gsm9k' (did you mean 'gsm8k'?)"),
