@@ -59,7 +59,7 @@ class D3LM(LM):
             raise HarnessError("batch_size auto is not supported by d3: give a number")
         if device and device.startswith("cuda") and not torch.cuda.is_available():
             log.warning("no CUDA device here (lm-eval's default device is cuda): "
-                                "d3 decodes on the CPU")
+                        "d3 decodes on the CPU")
             device = "cpu"
         self.loaded = load_model(str(pretrained), device or "auto", dtype)
         self.method, self.batch_size = method, int(batch_size)
