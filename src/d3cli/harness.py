@@ -26,10 +26,9 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-from .canvas import first_stop
 from .checkpoints import DEFAULT_MODEL, load_model
-from .decode import STRATEGIES, DecodeOptions, decode_prompts, noise_key, resolve_options
-from .runner import SampleResult, run_record, write_results
+from .decode import DecodeOptions, noise_key, resolve_options
+from .runner import SampleResult, decode_answers, run_record, write_results
 
 TASKS_FOLDER = Path(__file__).parent / "lm_eval_tasks"
 log = logging.getLogger(__name__)
@@ -105,20 +104,17 @@ class D3LM(LM):
                      indices: list[int]) -> None:
         """Decode requests sharing one answer length; fill `texts` at `indices`."""
         loaded, options = self.loaded, self.options_for(max_gen_toks)
-        tokenizer, spec = loaded.tokenizer, loaded.spec
         ids = [sample_id(request) for request in requests]
-        prompts = [tokenizer(request.args[0], add_special_tokens=False).input_ids
+        prompts = [loaded.tokenizer(request.args[0], add_special_tokens=False).input_ids
                    for request in requests]
         keys = [noise_key(options.seed, f"{request.task_name}/{identifier}")
                 for request, identifier in zip(requests, ids, strict=True)]
         run = run_record(loaded, "", self.method, options, self.batch_size, self.compile)
         results = []
-        for done in decode_prompts(loaded.model, spec, prompts, keys, STRATEGIES[self.method],
-                                   options, self.batch_size, self.sync_every,
-                                   compile=self.compile):
+        for done, answer, text in decode_answers(loaded, prompts, keys, self.method, options,
+                                                 self.batch_size, self.sync_every,
+                                                 self.compile, max_gen_toks):
             request = requests[done.index]
-            answer = done.tokens[:first_stop(done.tokens, spec.stop_token_ids)][:max_gen_toks]
-            text = tokenizer.decode(answer, skip_special_tokens=True)
             texts[indices[done.index]] = cut_at(text, request.args[1].get("until") or [])
             results.append(SampleResult(
                 request.task_name or "", self.method, loaded.name, ids[done.index],

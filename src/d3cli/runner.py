@@ -15,7 +15,7 @@ import transformers
 from . import __version__
 from .canvas import first_stop
 from .checkpoints import LoadedModel, encode_prompt
-from .decode import STRATEGIES, DecodeOptions, decode_prompts, method_config, noise_key
+from .decode import STRATEGIES, Decoded, DecodeOptions, decode_prompts, method_config, noise_key
 from .tasks import Example, Task
 
 
@@ -63,19 +63,30 @@ def decode_examples(loaded: LoadedModel, task: Task, examples: Sequence[Example]
     §4.2, A3); `forwards` the model calls that included the row; `seconds` the wall time from
     the row entering its slot until a host read found it done.
     """
-    spec, tokenizer = loaded.spec, loaded.tokenizer
     run = run_record(loaded, task.name, method, options, batch_size, compile)
     prompts = [encode_prompt(loaded, example.prompt) for example in examples]
     keys = [noise_key(options.seed, example.id) for example in examples]
-    for done in decode_prompts(loaded.model, spec, prompts, keys, STRATEGIES[method], options,
-                               batch_size, sync_every, compile=compile):
+    for done, answer, output in decode_answers(loaded, prompts, keys, method, options,
+                                               batch_size, sync_every, compile):
         example = examples[done.index]
-        answer = done.tokens[:first_stop(done.tokens, spec.stop_token_ids)]
-        output = tokenizer.decode(answer, skip_special_tokens=True)
         correct = task.score(example, output) if example.answer is not None else None
         yield SampleResult(task.name, method, loaded.name, example.id, run["config"],
                            len(answer), done.forwards, len(answer) / done.forwards,
                            done.seconds, correct, output, run["env"])
+
+
+def decode_answers(loaded: LoadedModel, prompts: Sequence[Sequence[int]], keys: Sequence[int],
+                   method: str, options: DecodeOptions, batch_size: int, sync_every: int = 1,
+                   compile: bool = False, max_tokens: int | None = None,
+                   ) -> Iterator[tuple[Decoded, list[int], str]]:
+    """Decode token-id `prompts` (noise keyed by `keys`); yields, as rows finish, each row's
+    `Decoded`, its answer ids before the first stop token (at most `max_tokens`) and their
+    text."""
+    spec, tokenizer = loaded.spec, loaded.tokenizer
+    for done in decode_prompts(loaded.model, spec, prompts, keys, STRATEGIES[method], options,
+                               batch_size, sync_every, compile=compile):
+        answer = done.tokens[:first_stop(done.tokens, spec.stop_token_ids)][:max_tokens]
+        yield done, answer, tokenizer.decode(answer, skip_special_tokens=True)
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
