@@ -130,3 +130,15 @@ def test_loglikelihood_tasks_fail_with_one_clear_line():
     model = D3LM()
     with pytest.raises(HarnessError, match="d3 generates only"):
         model.loglikelihood([])
+
+
+def test_a_cut_records_line_is_one_line_naming_file_and_line(tmp_path):
+    samples = tmp_path / "samples_d3_arith_2026-01-01T00-00-00.000000.jsonl"
+    samples.write_text(json.dumps({"doc_id": 0, "filter": "final-answer",
+                                   "exact_match": 1.0}) + "\n")
+    cut = tmp_path / "records.jsonl"
+    cut.write_text('{"task": "d3_arith", "id"\n')
+    result = CliRunner().invoke(app, ["aup", str(cut), "--lm-eval-samples", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {cut}:1: malformed JSON at column 26: " \
+                                    "Expecting ':' delimiter"

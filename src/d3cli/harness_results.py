@@ -16,6 +16,18 @@ class HarnessResultsError(ValueError):
     """Samples or records that cannot be joined; the message names file and line."""
 
 
+def parsed(path: Path, line: int, text: str) -> dict:
+    """One JSON object of a JSON-lines file, or a one-line error naming file and line."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise HarnessResultsError(f"{path}:{line}: malformed JSON at column {error.colno}: "
+                                  f"{error.msg}") from None
+    if not isinstance(value, dict):
+        raise HarnessResultsError(f"{path}:{line}: expected a JSON object")
+    return value
+
+
 def sample_files(paths: Sequence[Path]) -> dict[str, Path]:
     """The harness's samples file of each task, from files or folders (searched deeply);
     the newest run's when a task has several."""
@@ -39,7 +51,7 @@ def scores(path: Path, metric: str, filter_name: str | None) -> dict[str, bool]:
     the file's first filter)."""
     result: dict[str, bool] = {}
     for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        sample = json.loads(text)
+        sample = parsed(path, line, text)
         filter_name = filter_name or sample.get("filter")
         if sample.get("filter") != filter_name:
             continue
@@ -62,7 +74,7 @@ def joined_records(records: Path, samples: Sequence[Path], metric: str = "exact_
     for line, text in enumerate(records.read_text(encoding="utf-8").splitlines(), start=1):
         if not text.strip():
             continue
-        record = json.loads(text)
+        record = parsed(records, line, text)
         task, doc = record.get("task"), str(record.get("id"))
         if task not in by_task:
             raise HarnessResultsError(f"{records}:{line}: task {task!r} has no samples file "
