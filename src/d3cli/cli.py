@@ -282,6 +282,8 @@ def decode(
     Under `accelerate launch` or `torchrun` each process decodes every N-th prompt on its
     own device into OUT.rankI-of-N; the main process merges the parts into OUT at the end.
     """
+    from dataclasses import asdict
+
     from accelerate import PartialState
 
     from .checkpoints import DEFAULT_MODEL, ModelLoadError, load_model, pick_device
@@ -350,8 +352,8 @@ def decode(
                 scored = [r.correct for r in results if r.correct is not None]
                 accuracy = f"acc {100 * sum(scored) / len(scored):.1f}%" if scored else ""
                 bar.update(job, advance=1, accuracy=accuracy)
-            rows = [record for key, record in records_of_run({out, target}, run).items()
-                    if key in ids]
+            done = {**earlier, **{result.id: asdict(result) for result in results}}
+            rows = [record for key, record in done.items() if key in ids]
             summary.add_row(name, f"{len(rows)} ({len(results)})", *summary_numbers(
                 rows, results, time.perf_counter() - started))
     Console().print(summary)
