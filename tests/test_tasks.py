@@ -5,9 +5,6 @@ from __future__ import annotations
 import random
 from itertools import islice
 
-import pytest
-
-from d3cli.tasks import get_task
 from d3cli.tasks.arith import ArithTask, Problem, extract_answer
 
 
@@ -67,11 +64,6 @@ def test_problem_values_follow_modular_arithmetic():
     assert problem.values() == [7, 8, 0]
     assert problem.prompt() == "3 + 4 - 9 + 2 ? " + " ".join(["."] * 10)
     assert problem.solution() == "3 + 4 = 7 ; 7 - 9 = 8 ; 8 + 2 = 0 ; #### 0"
-
-
-def test_unknown_task_names_the_known_ones():
-    with pytest.raises(ValueError, match="known tasks: arith"):
-        get_task("gsm9k")
 
 
 def test_tokenizer_round_trip(teacher, arith):

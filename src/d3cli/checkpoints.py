@@ -41,7 +41,8 @@ class ModelSpec:
     pad_token_id: int
     block_size: int
     logit_shift: bool = False
-    use_chat_template: bool = False
+    chat_template: str = "never"  # which prompts are templated: always | code | never
+    prompt_wrappers: tuple[tuple[str, str], ...] = ()  # (lm-eval task, "...{prompt}...")
     commit_lowest_entropy: bool = True  # §3.1 step 9: LLaDA always commits the best (A7)
     strict_entropy_threshold: bool = False  # Dream selects H < γ, LLaDA H ≤ γ (A7)
     eos_token_ids: tuple[int, ...] = ()  # early stop fires on these (empty: every stop id)
@@ -136,7 +137,8 @@ def spec_for(model: D3Model, tokenizer: PreTrainedTokenizerBase, family: Family 
         mask_token_id=mask_id, stop_token_ids=stop_ids, pad_token_id=pad_id,
         eos_token_ids=tuple(dict.fromkeys(eos_ids)),
         block_size=config.block_size, logit_shift=family.logit_shift,
-        use_chat_template=family.chat_template and tokenizer.chat_template is not None,
+        chat_template=family.chat_template if tokenizer.chat_template is not None else "never",
+        prompt_wrappers=family.prompt_wrappers,
         commit_lowest_entropy=family.commit_lowest_entropy,
         strict_entropy_threshold=family.strict_entropy_threshold,
         vanilla_by_entropy=family.vanilla_by_entropy)
@@ -273,19 +275,22 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedMo
     facts = token_facts_family(raw, family)
     tokenizer = load_tokenizer(path, facts)
     return LoadedModel(name, model.eval(), tokenizer, spec_for(model, tokenizer, facts),
-                       facts.name, decoding_defaults(path))
+                       facts.name, decoding_defaults(path, facts))
 
 
-def decoding_defaults(folder: Path) -> dict[str, dict[str, Any]]:
-    """The model's own `d3 decode` defaults per method, from the `d3_decoding` entry of its
-    generation_config.json (e.g. {"multiblock": {"threshold": 0.1, "blocks": 4}}); options
-    given on the command line win."""
-    if not (folder / GENERATION_CONFIG).is_file():
-        return {}
-    defaults = getattr(GenerationConfig.from_pretrained(folder), "d3_decoding", None) or {}
+def decoding_defaults(folder: Path, family: Family = D3) -> dict[str, dict[str, Any]]:
+    """The model's own `d3 decode` defaults per method: the family's baseline settings under
+    the `d3_decoding` entry of its generation_config.json (e.g. {"multiblock":
+    {"threshold": 0.1, "blocks": 4}}); options given on the command line win."""
+    defaults = {}
+    if (folder / GENERATION_CONFIG).is_file():
+        defaults = getattr(GenerationConfig.from_pretrained(folder), "d3_decoding", None) or {}
     if not isinstance(defaults, dict) or not all(isinstance(v, dict) for v in defaults.values()):
         raise ModelLoadError(f"{folder / GENERATION_CONFIG}: d3_decoding must map each method "
                              "to its options")
+    if family.vanilla_defaults:
+        defaults = {**defaults,
+                    "vanilla": {**dict(family.vanilla_defaults), **defaults.get("vanilla", {})}}
     return defaults
 
 
@@ -300,7 +305,7 @@ def load_adapter(name: str, folder: Path, device: str, dtype: str) -> LoadedMode
     base = load_model(base_name, device, dtype)
     model = PeftModel.from_pretrained(base.model, folder).merge_and_unload()
     return replace(base, name=name, model=model.eval(),
-                   decoding=decoding_defaults(folder) or base.decoding)
+                   decoding={**base.decoding, **decoding_defaults(folder)})
 
 
 def template_markers(tokenizer: PreTrainedTokenizerBase) -> list[str]:
@@ -312,19 +317,35 @@ def template_markers(tokenizer: PreTrainedTokenizerBase) -> list[str]:
             if token and token in rendered]
 
 
-def encode_prompt(loaded: LoadedModel, prompt: str) -> list[int]:
-    """Prompt token ids: through the chat template when the spec asks for it, else plain.
+def uses_template(spec: ModelSpec, kind: str | None) -> bool:
+    """Whether a prompt of a task of `kind` ("code", "text", or None for a free prompt: a
+    prompts file, a trajectory dataset) goes through the chat template."""
+    return spec.chat_template == "always" or (spec.chat_template == "code" and kind != "text")
 
-    A prompt that already carries the template's markers (a templated dataset question) is
+
+def encode_prompt(loaded: LoadedModel, prompt: str, messages: list[dict[str, str]] | None = None,
+                  kind: str | None = None, task: str = "") -> list[int]:
+    """Prompt token ids as the model family's reference harness feeds them.
+
+    `prompt` is the raw text and `messages` the same prompt as chat turns (default: one
+    user turn); a closing assistant turn is a prefix the answer continues. Templated (see
+    `uses_template`), the user turn first gets the family's wrapper for `task`, if any. A
+    prompt that already carries the template's markers (a templated dataset question) is
     tokenized as it is, so the template is applied at most once (A1).
     """
     tokenizer = loaded.tokenizer
-    if loaded.spec.use_chat_template and not any(
+    if not uses_template(loaded.spec, kind) or any(
             marker in prompt for marker in template_markers(tokenizer)):
-        messages = [{"role": "user", "content": prompt}]
-        return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                                  tokenize=True, return_dict=False))
-    return tokenizer(prompt, add_special_tokens=False).input_ids
+        return tokenizer(prompt, add_special_tokens=False).input_ids
+    turns = [dict(turn) for turn in messages or [{"role": "user", "content": prompt}]]
+    wrapper = dict(loaded.spec.prompt_wrappers).get(task)
+    user = next(turn for turn in reversed(turns) if turn["role"] == "user")
+    if wrapper:
+        user["content"] = wrapper.format(prompt=user["content"].strip())
+    prefix = turns[-1]["role"] == "assistant"
+    return list(tokenizer.apply_chat_template(
+        turns, add_generation_prompt=not prefix, continue_final_message=prefix, tokenize=True,
+        return_dict=False))
 
 
 def save_model(model: torch.nn.Module, folder: Path) -> None:

@@ -219,9 +219,12 @@ def decode(
     model: Annotated[str, typer.Option(
         help="Embedded name, local folder or hub id (default: arith-d3, the distilled "
              "student; its generation_config.json sets its decoding defaults).")] = "",
-    task: Annotated[str, typer.Option(help="Task: its eval prompts and its scorer.")] = "arith",
+    task: Annotated[str, typer.Option(
+        help="arith, or an lm-eval generate-until task or group (gsm8k_cot_zeroshot, "
+             "minerva_math, humaneval, mbpp, ...): its prompts and its scorer.")] = "arith",
     data_file: Annotated[Path | None, typer.Option(
-        help="Local data file for a real task (default: its hub dataset).")] = None,
+        help="Local data file for an lm-eval task's test split (default: its hub "
+             "dataset).")] = None,
     prompts: Annotated[Path | None, typer.Option(
         help="JSON lines with 'prompt' (and optional 'id', 'answer') instead of the task's "
              "eval prompts; scored with the task's scorer where an answer is given.")] = None,
@@ -256,9 +259,17 @@ def decode(
                     "(default never).")] = None,
     steps: Annotated[int | None, typer.Option(
         min=1, help="vanilla: forwards over the canvas (default: its length).")] = None,
+    top_p: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0, help="vanilla: sample from the top-p nucleus (default 1; Dream "
+                               "models 0.9).")] = None,
+    one_block: Annotated[bool | None, typer.Option(
+        "--one-block/--block-by-block", help="vanilla: the whole answer as one block "
+                                             "(Dream models' default).")] = None,
     gen_length: Annotated[int | None, typer.Option(
         min=1, help="Default: the task's.")] = None,
-    temperature: Annotated[float, typer.Option(min=0.0)] = 0.0,
+    temperature: Annotated[float | None, typer.Option(
+        min=0.0, help="Sampling temperature (default 0; Dream models' vanilla "
+                      "0.1).")] = None,
     batch_size: Annotated[int, typer.Option(
         min=1, help="Rows decoding at once; a finished row's slot takes the next prompt.")] = 64,
     sync_every: Annotated[int, typer.Option(
@@ -297,13 +308,13 @@ def decode(
         run_record,
         write_results,
     )
-    from .tasks import get_task
+    from .tasks import EMBEDDED, get_task
 
     given = {"threshold": threshold, "blocks": blocks,
              "block_add_threshold": block_add_threshold,
              "decoded_token_threshold": decoded_token_threshold, "early_stop": early_stop,
              "cache": cache, "cache_delay": cache_delay, "refresh_interval": refresh_interval,
-             "steps": steps}
+             "steps": steps, "top_p": top_p, "one_block": one_block}
     given = {name: value for name, value in given.items() if value is not None}
     check_writable(out, "file")
     processes = PartialState(cpu=pick_device(device) == "cpu")
@@ -317,6 +328,9 @@ def decode(
                 raise ValueError(f"{flag} is not an option of {', '.join(method)}")
         chosen_task = get_task(task, data_file=data_file)
         examples = load_prompts(prompts) if prompts else chosen_task.eval_examples()
+        if prompts and task not in EMBEDDED and any(e.answer is not None for e in examples):
+            raise ValueError(f"{prompts}: answers in a prompts file are scored by arith only; "
+                             f"{task} scores its own documents (drop the answers)")
         loaded = load_model(model or DEFAULT_MODEL, device, dtype)
         shared = {"gen_length": chosen_task.gen_length if gen_length is None else gen_length,
                   "block_size": block_size or loaded.spec.block_size,
@@ -695,10 +709,12 @@ def models() -> None:
 
 @app.command()
 def tasks() -> None:
-    """List the tasks of --task (arith is embedded; the others read a hub dataset or a
-    local --data-file)."""
-    from .tasks import TASKS
+    """List the tasks of --task: the embedded one, and the lm-eval tasks of the d3LLM
+    paper (any lm-eval generate-until task or group works; `lm_eval ls tasks` lists
+    them)."""
+    from .tasks import EMBEDDED, REFERENCE_TASKS
 
-    for name, task in TASKS.items():
-        summary = (task.__doc__ or "").strip().splitlines()[0] if task.__doc__ else ""
-        typer.echo(f"{name}: {summary}")
+    for name, task in EMBEDDED.items():
+        typer.echo(f"{name}: {(task.__doc__ or '').strip().splitlines()[0]}")
+    for name in REFERENCE_TASKS:
+        typer.echo(f"{name}: lm-eval's task (hub data, or a local --data-file)")

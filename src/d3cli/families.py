@@ -44,7 +44,15 @@ class Family:
     strict_entropy_threshold: bool = False  # A7: Dream commits H < γ, LLaDA H ≤ γ
     vanilla_by_entropy: bool = False  # one-token steps take the lowest entropy (Dream), not
     # the highest confidence (LLaDA): Dream's own decoding and its teacher trajectories
-    chat_template: bool = False  # prompts go through the tokenizer's template when it has one
+    # Which prompts go through the tokenizer's chat template (when it has one), as the family's
+    # reference harness feeds them: "always", "code" (code tasks and free prompts; the math
+    # tasks' raw few-shot text stays raw) or "never".
+    chat_template: str = "never"
+    # The reference harness's own wrapper around one task's prompt, by lm-eval task name.
+    prompt_wrappers: tuple[tuple[str, str], ...] = ()
+    # The family's own one-token-per-forward baseline, as `vanilla` defaults (a checkpoint's
+    # generation_config.json and the command line override them).
+    vanilla_defaults: tuple[tuple[str, Any], ...] = ()
     tokenizer_class: str | None = None  # built-in class for folders whose tokenizer is remote code
 
     def rename(self, name: str) -> str | None:
@@ -200,7 +208,9 @@ LLADA = Family(
     ignored_weights=(r".*rotary_emb\.inv_freq",),
     mask_token="<|mdm_mask|>",
     end_of_turn_tokens=("<|eot_id|>",),
-    chat_template=True,
+    chat_template="code",
+    prompt_wrappers=(("humaneval", "Write a solution to the following problem and make sure "
+                                   "that it passes the tests:\n```python\n{prompt}\n```\n "),),
     tokenizer_class="PreTrainedTokenizerFast",
 )
 
@@ -226,7 +236,8 @@ DREAM = Family(
     commit_lowest_entropy=False,
     strict_entropy_threshold=True,
     vanilla_by_entropy=True,
-    chat_template=True,
+    vanilla_defaults=(("temperature", 0.1), ("top_p", 0.9), ("one_block", True)),
+    chat_template="always",
     tokenizer_class="Qwen2Tokenizer",  # Dream's remote DreamTokenizer is Qwen2's BPE
 )
 

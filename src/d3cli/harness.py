@@ -2,9 +2,12 @@
 
 `generate_until` decodes the harness's requests with d3's driver in real batches (slots
 refilled as rows finish), each request's `max_gen_toks` rounded up to whole blocks and its
-`until` strings cutting the text. The context is tokenized as the harness gives it: with
-`--apply_chat_template` the harness formats it through `apply_chat_template` below, else it
-stays raw. Every d3 decoding option is a `--model_args` key; `records=PATH` appends d3's
+`until` strings cutting the text. A context the harness formatted (`--apply_chat_template`)
+is tokenized as it is; a raw one goes through the model family's reference rule, as
+`d3 decode` feeds it (`checkpoints.encode_prompt`: e.g. LLaDA templates code tasks only).
+Code answers are read as the reference harness reads them (`code_response`).
+
+Every d3 decoding option is a `--model_args` key; `records=PATH` appends d3's
 own per-sample records (forwards, TPF, seconds, environment; `id` is the harness's doc id)
 that `d3 aup --lm-eval-samples` joins to the harness's `--log_samples` output.
 
@@ -17,7 +20,6 @@ from __future__ import annotations
 import logging
 import math
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +28,18 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-from .checkpoints import DEFAULT_MODEL, load_model
+from .checkpoints import DEFAULT_MODEL, encode_prompt, load_model
 from .decode import DecodeOptions, noise_key, resolve_options
 from .runner import SampleResult, decode_answers, run_record, write_results
+from .tasks.code_eval import use_sandbox_for_code_eval
+from .tasks.harness_task import TASKS_FOLDER, code_response, cut_at, is_code_task
 
-TASKS_FOLDER = Path(__file__).parent / "lm_eval_tasks"
 log = logging.getLogger(__name__)
 RUN_SETTINGS = ("block_size", "temperature", "seed", "score_dtype")
 
 
 class HarnessError(ValueError):
     """A request or argument the adapter cannot serve; the message says which."""
-
-
-def cut_at(text: str, until: Sequence[str]) -> str:
-    """`text` up to the first occurrence of any stop string."""
-    ends = [text.find(stop) for stop in until if stop and stop in text]
-    return text[:min(ends)] if ends else text
 
 
 @register_model("d3")
@@ -105,8 +102,9 @@ class D3LM(LM):
         """Decode requests sharing one answer length; fill `texts` at `indices`."""
         loaded, options = self.loaded, self.options_for(max_gen_toks)
         ids = [sample_id(request) for request in requests]
-        prompts = [loaded.tokenizer(request.args[0], add_special_tokens=False).input_ids
-                   for request in requests]
+        kinds = ["code" if is_code_task(request.task_name) else "text" for request in requests]
+        prompts = [encode_prompt(loaded, request.args[0], kind=kind, task=request.task_name)
+                   for request, kind in zip(requests, kinds, strict=True)]
         keys = [noise_key(options.seed, f"{request.task_name}/{identifier}")
                 for request, identifier in zip(requests, ids, strict=True)]
         run = run_record(loaded, "", self.method, options, self.batch_size, self.compile)
@@ -115,7 +113,10 @@ class D3LM(LM):
                                                  self.batch_size, self.sync_every,
                                                  self.compile, max_gen_toks):
             request = requests[done.index]
-            texts[indices[done.index]] = cut_at(text, request.args[1].get("until") or [])
+            until = list(request.args[1].get("until") or [])
+            texts[indices[done.index]] = (
+                code_response(request.args[0], text, request.doc, until)
+                if kinds[done.index] == "code" else cut_at(text, until))
             results.append(SampleResult(
                 request.task_name or "", self.method, loaded.name, ids[done.index],
                 run["config"], len(answer), done.forwards, len(answer) / done.forwards,
@@ -142,6 +143,7 @@ def main() -> None:
     """`d3-lm-eval ...`: lm-eval's command line with d3's model and tasks registered."""
     from lm_eval.__main__ import cli_evaluate
 
+    use_sandbox_for_code_eval()  # lm-eval's code tasks score in d3's sandbox, offline too
     arguments = sys.argv[1:]
     if "--include_path" not in arguments and arguments[:1] not in (["ls"], ["list"]):
         arguments += ["--include_path", str(TASKS_FOLDER)]

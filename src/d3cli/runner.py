@@ -64,7 +64,7 @@ def decode_examples(loaded: LoadedModel, task: Task, examples: Sequence[Example]
     the row entering its slot until a host read found it done.
     """
     run = run_record(loaded, task.name, method, options, batch_size, compile)
-    prompts = [encode_prompt(loaded, example.prompt) for example in examples]
+    prompts = [prompt_ids(loaded, example, task.name) for example in examples]
     keys = [noise_key(options.seed, example.id) for example in examples]
     for done, answer, output in decode_answers(loaded, prompts, keys, method, options,
                                                batch_size, sync_every, compile):
@@ -73,6 +73,14 @@ def decode_examples(loaded: LoadedModel, task: Task, examples: Sequence[Example]
         yield SampleResult(task.name, method, loaded.name, example.id, run["config"],
                            len(answer), done.forwards, len(answer) / done.forwards,
                            done.seconds, correct, output, run["env"])
+
+
+def prompt_ids(loaded: LoadedModel, example: Example, task: str) -> list[int]:
+    """An example's prompt as the model's family feeds it (`encode_prompt`), with the chat
+    turns and task kind a harness task records."""
+    metadata = example.metadata
+    return encode_prompt(loaded, example.prompt, metadata.get("messages"),
+                         metadata.get("kind"), metadata.get("task", task))
 
 
 def decode_answers(loaded: LoadedModel, prompts: Sequence[Sequence[int]], keys: Sequence[int],

@@ -161,7 +161,7 @@ class Driver:
             noise = gumbel_noise(self.rows.keys, self.rows.forwards, plan.read,
                                  logits.shape[-1], self.score_dtype)
         scores = score(logits, self.spec.mask_token_id, self.options.temperature, noise,
-                       self.score_dtype)
+                       self.score_dtype, self.options.top_p, self.strategy.proposal_entropy)
         self.strategy.commit(plan, scores, logits, served)
 
     def read(self, plan: Plan, commit_steps: bool) -> SlotRead:

@@ -44,6 +44,8 @@ class Multiblock:
     [0, cache_len) (A5): finished blocks join it `cache_delay` forwards after they finish;
     a periodic or stabilizing refresh is one full forward."""
 
+    proposal_entropy = False  # entropy from the raw logits (§3.1 step 8)
+
     def __init__(self, rows: Rows, spec: ModelSpec, options: DecodeOptions) -> None:
         self.rows, self.spec, self.options = rows, spec, options
         self.gamma = resolved_threshold("multiblock", options)

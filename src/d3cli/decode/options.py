@@ -17,6 +17,8 @@ class DecodeOptions:
     steps: int | None = None  # vanilla: forwards over the canvas (None = gen_length)
     threshold: float | None = None  # τ (threshold) or γ (entropy, multiblock); None = default
     temperature: float = 0.0
+    top_p: float = 1.0  # vanilla: sample from the top-p nucleus (Dream's baseline: 0.9)
+    one_block: bool = False  # vanilla: the whole answer is one block (Dream's decoding)
     seed: int = 0
     cache: str = "none"  # threshold: none|prefix|dual; multiblock: none|delayed
     blocks: int | None = None  # multiblock: most blocks decoding at once (None = no limit)
@@ -32,7 +34,7 @@ DEFAULT_THRESHOLDS = {"threshold": 0.9, "entropy": 0.5, "multiblock": 0.5}
 CACHE_MODES = {"threshold": ("none", "prefix", "dual"), "multiblock": ("none", "delayed")}
 COMMON_OPTIONS = ("gen_length", "block_size", "temperature")
 METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
-    "vanilla": (*COMMON_OPTIONS, "steps"),
+    "vanilla": (*COMMON_OPTIONS, "steps", "top_p", "one_block"),
     "threshold": (*COMMON_OPTIONS, "threshold", "cache"),
     "entropy": (*COMMON_OPTIONS, "threshold"),
     "multiblock": (*COMMON_OPTIONS, "threshold", "blocks", "block_add_threshold",
@@ -91,8 +93,11 @@ def validate(method: str, options: DecodeOptions) -> None:
     if options.score_dtype not in SCORE_DTYPES:
         raise ValueError(f"--score-dtype must be one of {', '.join(SCORE_DTYPES)}, "
                          f"got {options.score_dtype!r}")
+    if not 0 < options.top_p <= 1:
+        raise ValueError(f"--top-p must be in (0, 1], got {options.top_p}")
     if method == "vanilla":
-        blocks, steps = options.gen_length // options.block_size, options.steps
+        blocks = 1 if options.one_block else options.gen_length // options.block_size
+        steps = options.steps
         if steps is not None and (steps < 1 or steps % blocks):
             raise ValueError(f"--steps {steps} must be a positive multiple of the number of "
                              f"blocks {blocks}")
@@ -101,15 +106,17 @@ def validate(method: str, options: DecodeOptions) -> None:
 def resolve_options(method: str, model_decoding: dict[str, dict[str, Any]],
                     given: dict[str, Any], **shared: Any) -> DecodeOptions:
     """One method's options, resolved once for `d3 decode` and the lm-eval adapter alike:
-    the `shared` run settings, the model's own defaults for the method under the `given`
-    ones (each of which must be an option of the method), validated."""
+    the model's own defaults for the method, under the `shared` run settings that are set
+    (not None), under the `given` ones (each of which must be an option of the method),
+    validated."""
     if method not in METHOD_OPTIONS:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHOD_OPTIONS)}")
     foreign = [name for name in given if name not in METHOD_OPTIONS[method]]
     if foreign:
         raise ValueError(f"{foreign[0]} is not an option of {method} "
                          f"(its options: {', '.join(METHOD_OPTIONS[method])})")
+    settings = {name: value for name, value in shared.items() if value is not None}
     options = options_for(method, DecodeOptions(
-        **shared, **{**model_defaults(model_decoding, method), **given}))
+        **{**model_defaults(model_decoding, method), **settings, **given}))
     validate(method, options)
     return options

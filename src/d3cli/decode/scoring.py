@@ -44,14 +44,28 @@ def gumbel_noise(keys: Tensor, forwards: Tensor, positions: Tensor, vocab_size: 
     return (-torch.log(-torch.log(uniform))).to(dtype)
 
 
+def nucleus(logits: Tensor, top_p: float) -> Tensor:
+    """`logits` with every token outside the top-p nucleus at the lowest finite number: the
+    smallest set of most likely tokens whose probability reaches `top_p` (the first token
+    always stays)."""
+    ordered, order = logits.sort(-1, descending=True)
+    beyond = ordered.softmax(-1).cumsum(-1) > top_p
+    beyond[..., 1:] = beyond[..., :-1].clone()
+    beyond[..., 0] = False
+    drop = torch.zeros_like(beyond).scatter_(-1, order, beyond)
+    return logits.masked_fill(drop, torch.finfo(logits.dtype).min)
+
+
 def score(logits: Tensor, mask_id: int, temperature: float, noise: Tensor | None,
-          dtype: torch.dtype) -> Scores:
+          dtype: torch.dtype, top_p: float = 1.0, proposal_entropy: bool = False) -> Scores:
     """Proposed tokens with their confidence and entropy, computed in `dtype`; `logits` are
     consumed (changed in place when already in `dtype`).
 
-    T = 0 takes the argmax; T > 0 takes Gumbel-max over logits / T (`noise` is the Gumbel
-    draw), which samples softmax(logits / T). Confidence (probability of the proposal) and
-    entropy come from the softmax of the raw logits. The mask token is never proposed: its
+    The proposal distribution is softmax(logits / T) cut to its top-p nucleus (T = 0: no
+    scaling). T = 0 takes its argmax; T > 0 takes Gumbel-max over it (`noise` is the Gumbel
+    draw), which samples it. Confidence (probability of the proposal) comes from the softmax
+    of the raw logits, and so does the entropy unless `proposal_entropy` asks for the
+    proposal distribution's (Dream's own decoding). The mask token is never proposed: its
     logit becomes the lowest finite number, so its probability and its p·log p are exactly 0.
     Probabilities and log-probabilities come from the fused softmax kernels (a separate
     `exp` over very negative log-probabilities is several times slower on CPU); the entropy
@@ -59,12 +73,16 @@ def score(logits: Tensor, mask_id: int, temperature: float, noise: Tensor | None
     """
     logits = logits.to(dtype)
     logits[..., mask_id] = torch.finfo(dtype).min
-    if temperature > 0:
-        tokens = (logits / temperature + noise).argmax(-1)
-    else:
-        tokens = logits.argmax(-1)
+    proposal = logits / temperature if temperature > 0 else logits
+    if top_p < 1:
+        proposal = nucleus(proposal, top_p)
+    tokens = (proposal + noise).argmax(-1) if temperature > 0 else proposal.argmax(-1)
     probs = logits.softmax(-1)
-    entropy = -(probs[..., None, :] @ logits.log_softmax(-1)[..., :, None]).flatten(-3)
+    if proposal_entropy:
+        entropy = -(proposal.softmax(-1)[..., None, :]
+                    @ proposal.log_softmax(-1)[..., :, None]).flatten(-3)
+    else:
+        entropy = -(probs[..., None, :] @ logits.log_softmax(-1)[..., :, None]).flatten(-3)
     confidence = probs.gather(-1, tokens[..., None]).squeeze(-1)
     return Scores(tokens, confidence, entropy)
 

@@ -31,6 +31,8 @@ class SemiAutoregressive:
     whole canvas; then `prefix` recomputes from the block start on against the cached prefix,
     and `dual` only the block against the whole canvas's cache."""
 
+    proposal_entropy = False
+
     def __init__(self, rows: Rows, spec: ModelSpec, options: DecodeOptions,
                  choose: Chooser) -> None:
         self.rows, self.choose, self.cache_mode = rows, choose, options.cache

@@ -40,6 +40,9 @@ class Strategy(Protocol):
     """A decoding method: which positions the next forward must give, which to commit."""
 
     uses_cache: bool
+    # Entropy from the proposal's distribution (after temperature and top-p), as Dream's
+    # own decoding ranks positions; otherwise from the raw logits (§3.6).
+    proposal_entropy: bool
 
     def reset(self, slots: Tensor) -> None:
         """The rows in `slots` [slots] bool start a new prompt."""

@@ -1,4 +1,8 @@
-"""Task registry: `get_task(name)` returns the task that builds prompts and scores answers."""
+"""Task registry: `get_task(name)` returns the task that builds prompts and scores answers.
+
+`arith` is d3's embedded task; every other name is an lm-evaluation-harness task or group
+(`harness_task.HarnessTask`), so d3 and the harness prompt and score alike.
+"""
 
 from __future__ import annotations
 
@@ -9,38 +13,33 @@ from typing import Any
 from .arith import ArithTask
 from .base import Example, Task
 from .data import TaskDataError
-from .gsm8k import Gsm8kTask, LongGsm8kTask
-from .humaneval import HumanEvalTask
-from .mbpp import MbppTask
-from .minerva_math import MathTask
 
-TASKS: dict[str, type] = {
-    "arith": ArithTask,
-    "gsm8k": Gsm8kTask,
-    "long-gsm8k": LongGsm8kTask,
-    "math": MathTask,
-    "humaneval": HumanEvalTask,
-    "mbpp": MbppTask,
-}
+EMBEDDED: dict[str, type] = {"arith": ArithTask}
+# The lm-eval tasks of the d3LLM paper's tables (any generate-until task works).
+REFERENCE_TASKS = ("gsm8k_cot_zeroshot", "minerva_math", "humaneval", "humaneval_instruct",
+                   "mbpp", "mbpp_instruct", "gsm8k")
 
 
 def get_task(name: str, **options: Any) -> Task:
     """The task registered under `name`, built with `options` (e.g. `data_file`; options
     left at None are not passed). Unknown names and options raise a one-line ValueError;
     tasks that read data raise `TaskDataError` (a ValueError) when it cannot be loaded."""
-    if name not in TASKS:
-        close = difflib.get_close_matches(name, TASKS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown task {name!r}{hint}; known tasks: {', '.join(sorted(TASKS))}")
     given = {key: value for key, value in options.items() if value is not None}
-    accepted = inspect.signature(TASKS[name]).parameters
-    unknown = [key for key in given if key not in accepted]
-    if unknown:
-        raise ValueError(
-            f"task {name!r} takes no option {unknown[0]!r} "
-            f"(it takes: {', '.join(accepted) or 'none'})"
-        )
-    return TASKS[name](**given)
+    if name in EMBEDDED:
+        accepted = inspect.signature(EMBEDDED[name]).parameters
+        unknown = [key for key in given if key not in accepted]
+        if unknown:
+            raise ValueError(f"task {name!r} takes no option {unknown[0]!r} "
+                             f"(it takes: {', '.join(accepted) or 'none'})")
+        return EMBEDDED[name](**given)
+    from .harness_task import HarnessTask, known_tasks
+
+    names = known_tasks()
+    if name not in names:
+        close = difflib.get_close_matches(name, [*EMBEDDED, *names], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown task {name!r}{hint}; `d3 tasks` lists them")
+    return HarnessTask(name, **{key: str(value) for key, value in given.items()})
 
 
-__all__ = ["Example", "Task", "TaskDataError", "get_task", "TASKS"]
+__all__ = ["EMBEDDED", "REFERENCE_TASKS", "Example", "Task", "TaskDataError", "get_task"]

@@ -13,8 +13,9 @@ class Example:
     id: str
     prompt: str
     answer: str | None  # None: no reference answer (prompts files), so no score
-    # What scoring needs beyond the answer (tests, entry point, ...); read-only by convention,
-    # and left out of the hash so examples stay usable as dict keys.
+    # What prompting and scoring need beyond the text, read-only by convention and left out
+    # of the hash so examples stay usable as dict keys. Harness tasks record "task" (lm-eval
+    # task), "doc_id", "doc", "kind" ("code" or "text") and "messages" (the chat turns).
     metadata: dict[str, Any] = field(default_factory=dict, hash=False)
 
 

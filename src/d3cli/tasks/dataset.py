@@ -13,9 +13,34 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .answers import last_boxed
 from .base import Example
 from .data import load_rows
+
+BOX_COMMANDS = ("\\boxed", "\\fbox")
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``, or ``\\boxed 5``); None if the
+    last one is missing or unclosed (a cut-off answer)."""
+    start = max(text.rfind(command) for command in BOX_COMMANDS)
+    if start < 0:
+        return None
+    command = next(c for c in BOX_COMMANDS if text.startswith(c, start))
+    rest = text[start + len(command) :]
+    if rest.startswith(" "):  # \boxed 5: up to the next space or dollar sign
+        match = re.match(r" +([^\s$]+)", rest)
+        return match.group(1) if match else None
+    if not rest.startswith("{"):
+        return None
+    depth = 0
+    for index, char in enumerate(rest):
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return rest[1:index]
+    return None
 
 
 def final_answer(text: str) -> str | None:

@@ -8,8 +8,8 @@ runs), and stdin closed. A sample passes only if the process exits 0 *and* print
 token that the harness writes after the tests, so ``sys.exit(0)`` or ``os._exit`` before
 the tests fail that sample. This protects the scorer from accidents, not from malice.
 
-Code post-processing for both code tasks lives here too: fenced-block extraction and
-trimming prose after the code.
+Code post-processing lives here too, as the reference harness applies it to code answers
+before scoring: fenced-block extraction and trimming prose after the code.
 """
 
 from __future__ import annotations
@@ -208,3 +208,19 @@ def extract_code(output: str, entry_point: str | None = None) -> str:
     trimmed of trailing prose."""
     block = fenced_code(output, entry_point)
     return trim_to_code(block if block is not None else output)
+
+
+def code_answer(output: str, doc: dict) -> str:
+    """A code answer cleaned for scoring. For a function stub (a HumanEval-style `doc` with
+    `prompt` and `entry_point`) it is what continues the stub: a complete definition of the
+    entry point follows it on a new line, anything else is taken as the body; otherwise it
+    is the extracted code."""
+    stub, entry_point = doc.get("prompt"), doc.get("entry_point")
+    if not (isinstance(stub, str) and isinstance(entry_point, str)):
+        return extract_code(output)
+    block = fenced_code(output, entry_point)
+    code = output if block is None else block
+    if re.search(rf"^(async\s+)?def\s+{re.escape(entry_point)}\s*\(", code, re.MULTILINE):
+        return "\n" + trim_to_code(code)
+    solution = trim_to_code(stub + code)
+    return solution[len(stub):] if solution.startswith(stub) else code
