@@ -375,6 +375,32 @@ def test_results_jsonl_round_trip(tmp_path):
     }
 
 
+def test_nominal_convention_counts_one_token_per_forward_runs_at_tpf_1(tmp_path):
+    one_token = {"gen_length": 64, "steps": 64, "block_size": 16, "temperature": 0.0}
+    fewer_steps = {**one_token, "steps": 32}  # two tokens per forward: not a one-token run
+    records = [record("vanilla", one_token, 38, 64, True),
+               record("vanilla", fewer_steps, 38, 32, True),
+               record("multiblock", {"threshold": 0.2}, 38, 8, True)]
+    results = tmp_path / "results.jsonl"
+    write_results(results, records)
+
+    def points(*options: str) -> dict[str, float]:
+        outcome = runner.invoke(app, ["aup", str(results), "--skip-first", "0",
+                                      "--format", "json", *options])
+        assert outcome.exit_code == 0, outcome.output
+        return {json.dumps(point["config"], sort_keys=True): point["tpf"]
+                for curve in json.loads(outcome.stdout)["curves"] for point in curve["points"]}
+
+    measured, nominal = points(), points("--one-token-tpf", "nominal")
+    key = json.dumps(one_token, sort_keys=True)
+    assert measured[key] == 38 / 64 and nominal[key] == 1.0
+    for other in (fewer_steps, {"threshold": 0.2}):
+        name = json.dumps(other, sort_keys=True)
+        assert measured[name] == nominal[name]
+    outcome = runner.invoke(app, ["aup", str(results), "--one-token-tpf", "paper"])
+    assert outcome.exit_code == 2 and "'paper' is not one of measured, nominal" in outcome.output
+
+
 def test_other_options_split_a_method_into_curves_along_the_threshold(tmp_path):
     records = [
         record("multiblock", {"cache": cache, "threshold": threshold}, tokens, 10, True)

@@ -27,6 +27,10 @@ ALPHA = 3.0
 DROP_LIMIT = 5.0  # accuracy points a curve may fall below its first point (§4.1 steps 2-3)
 SKIP_FIRST = 10  # warm-up samples skipped per result group, as the reference harnesses do (§4.2)
 SCALES = ("percent", "fraction")
+# How a one-token-per-forward point's TPF is counted: `measured` (answer tokens before the
+# first EOS ÷ forwards, below 1 when EOS padding costs forwards) or `nominal` (1, as the
+# paper's leaderboards put it). Other points are always measured.
+TPF_CONVENTIONS = ("measured", "nominal")
 FORMATS = ("table", "json", "csv")
 RESULT_FIELDS = ("task", "model", "method", "config", "gen_tokens", "forwards", "correct")
 SUMMARY_FIELDS = ("task", "method", "tpf", "accuracy")
@@ -117,20 +121,23 @@ def aup_score(points: Sequence[Point], y_max: float, alpha: float = ALPHA) -> fl
 
 
 def load(
-    paths: Sequence[Path], *, skip_first: int = SKIP_FIRST, scale: str = "percent"
+    paths: Sequence[Path], *, skip_first: int = SKIP_FIRST, scale: str = "percent",
+    one_token_tpf: str = "measured",
 ) -> list[Curve]:
     """Curves from every file, in file order; the format follows the extension.
 
-    `skip_first` applies to result JSONL files; `scale` ("percent" or "fraction") to the
-    accuracy column of summary tables.
+    `skip_first` and `one_token_tpf` (`TPF_CONVENTIONS`) apply to result JSONL files;
+    `scale` ("percent" or "fraction") to the accuracy column of summary tables.
     """
     curves: list[Curve] = []
     for path in paths:
-        curves.extend(load_file(path, skip_first=skip_first, scale=scale))
+        curves.extend(load_file(path, skip_first=skip_first, scale=scale,
+                                one_token_tpf=one_token_tpf))
     return curves
 
 
-def load_file(path: Path, *, skip_first: int = SKIP_FIRST, scale: str = "percent") -> list[Curve]:
+def load_file(path: Path, *, skip_first: int = SKIP_FIRST, scale: str = "percent",
+              one_token_tpf: str = "measured") -> list[Curve]:
     """Curves of one file: result JSONL, or a YAML/CSV summary table."""
     suffix = path.suffix.lower()
     if path.is_dir():
@@ -148,7 +155,7 @@ def load_file(path: Path, *, skip_first: int = SKIP_FIRST, scale: str = "percent
     if not text.strip():
         raise AupInputError(f"{path}:1: empty file")
     if suffix == ".jsonl":
-        return result_curves(path, text, skip_first)
+        return result_curves(path, text, skip_first, one_token_tpf)
     rows = _csv_rows(path, text) if suffix == ".csv" else _yaml_rows(path, text)
     return _summary_curves(path, rows, scale)
 
@@ -165,9 +172,17 @@ class _Group:
     correct: float = 0.0
 
 
-def result_curves(path: Path, text: str, skip_first: int) -> list[Curve]:
+def is_one_token_per_forward(method: str, config: Mapping) -> bool:
+    """A vanilla run with as many steps as answer positions commits one token per forward."""
+    return method == "vanilla" and config.get("steps") is not None and (
+        config.get("steps") == config.get("gen_length"))
+
+
+def result_curves(path: Path, text: str, skip_first: int,
+                  one_token_tpf: str = "measured") -> list[Curve]:
     """Group records by (task, model, method, config): accuracy = mean(correct)·100,
-    TPF = Σtok/Σfwd. Records of different models never share a curve."""
+    TPF = Σtok/Σfwd, or 1 for a one-token-per-forward group under the `nominal`
+    convention. Records of different models never share a curve."""
     groups: dict[tuple[str, str, str, str], _Group] = {}
     for line, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
@@ -216,6 +231,8 @@ def result_curves(path: Path, text: str, skip_first: int) -> list[Curve]:
                 f"{where}: all {group.seen} samples skipped by --skip-first {skip_first}"
             )
         tpf = group.gen_tokens / group.forwards
+        if one_token_tpf == "nominal" and is_one_token_per_forward(method, json.loads(config)):
+            tpf = 1.0
         if tpf <= 0:
             raise AupInputError(f"{where}: TPF is {tpf:g} (no generated tokens); must be > 0")
         accuracy = 100.0 * group.correct / group.samples

@@ -637,6 +637,11 @@ def aup(
         help="The samples' per-sample metric (0 or 1).")] = "exact_match",
     lm_eval_filter: Annotated[str | None, typer.Option(
         help="The samples' filter (default: each file's first).")] = None,
+    one_token_tpf: Annotated[str, typer.Option(
+        metavar="measured|nominal", callback=one_of("measured", "nominal"),
+        help="TPF of one-token-per-forward runs (vanilla, steps = length): measured "
+             "(EOS padding costs forwards, so below 1) or nominal (1, the paper's "
+             "leaderboards).")] = "measured",
 ) -> None:
     """Accuracy Under Parallelism per task and method, with a per-file average (the
     metric: docs/algorithms.md)."""
@@ -660,9 +665,10 @@ def aup(
         if lm_eval_samples:
             curves = [curve for path in files for curve in metric.result_curves(
                 path, joined_records(path, lm_eval_samples, lm_eval_metric, lm_eval_filter),
-                skip_first)]
+                skip_first, one_token_tpf)]
         else:
-            curves = metric.load(files, skip_first=skip_first, scale=scale)
+            curves = metric.load(files, skip_first=skip_first, scale=scale,
+                                 one_token_tpf=one_token_tpf)
         report = metric.build_report(curves, alpha=alpha, y_max=overrides)
     except (metric.AupInputError, HarnessResultsError, OSError) as error:
         raise fail(str(error)) from None
