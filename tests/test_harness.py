@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lm_eval
 import pytest
 from typer.testing import CliRunner
 
@@ -83,25 +82,14 @@ def test_aup_of_a_harness_run_is_its_records_scored_by_its_samples(arith_runs):
     assert curve["aup"] == pytest.approx(expected)
 
 
-GSM8K_LOCAL = """\
-include: {base}
-task: gsm8k_cot_zeroshot_local
-dataset_path: json
-dataset_name: null
-dataset_kwargs:
-  data_files:
-    test: {data}
-training_split: null
-fewshot_split: null
-generation_kwargs:
-  until: ["Q:", "</s>", "<|im_end|>"]
-  do_sample: false
-  max_gen_toks: 64
-"""
-
-
 def test_a_real_harness_task_on_a_local_file_is_batch_independent(tmp_path):
+    """lm-eval's own `gsm8k_cot_zeroshot` config on a local file, evaluated by the harness
+    (in process, with the task index built once) on a tiny LLaDA-format model."""
+    from lm_eval.evaluator import simple_evaluate
     from test_families import write_llada
+
+    from d3cli.harness import D3LM
+    from d3cli.tasks.harness_task import load_tasks, task_manager
 
     model = tmp_path / "LLaDA-8B-Instruct"
     write_llada(model)
@@ -110,18 +98,19 @@ def test_a_real_harness_task_on_a_local_file_is_batch_independent(tmp_path):
         "question": f"Tom has {n} apples and buys {n + 3} more. How many apples now?",
         "answer": f"He has {n} + {n + 3} = {2 * n + 3}.\n#### {2 * n + 3}"}) + "\n"
         for n in range(12)))
-    tasks = tmp_path / "tasks"
-    tasks.mkdir()
-    base = Path(lm_eval.__file__).parent / "tasks" / "gsm8k" / "gsm8k-cot-zeroshot.yaml"
-    (tasks / "gsm8k_local.yaml").write_text(GSM8K_LOCAL.format(base=base, data=data))
-    runs = {batch: records(harness(
-        tmp_path, f"batch{batch}", f"pretrained={model},method=threshold,threshold=0.3",
-        "--tasks", "gsm8k_cot_zeroshot_local", "--include_path", str(tasks),
-        "--batch_size", str(batch))) for batch in (8, 1)}
+    runs = {}
+    for batch in (8, 1):
+        out = tmp_path / f"batch{batch}.jsonl"
+        adapter = D3LM(pretrained=str(model), method="threshold", threshold=0.3,
+                       batch_size=batch, records=str(out), device="cpu")
+        tasks = list(load_tasks("gsm8k_cot_zeroshot", str(data)).values())
+        simple_evaluate(model=adapter, tasks=tasks, gen_kwargs={"max_gen_toks": 64},
+                        task_manager=task_manager())
+        runs[batch] = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert len(runs[8]) == 12
     assert {doc: (r["output"], r["forwards"]) for doc, r in runs[8].items()} == {
         doc: (r["output"], r["forwards"]) for doc, r in runs[1].items()}
-    assert all(r["task"] == "gsm8k_cot_zeroshot_local" for r in runs[8].values())
+    assert all(r["task"] == "gsm8k_cot_zeroshot" for r in runs[8].values())
 
 
 def test_loglikelihood_tasks_fail_with_one_clear_line():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -47,17 +48,27 @@ def known_tasks() -> list[str]:
 
 
 @functools.cache
-def task_config(name: str) -> dict[str, Any]:
-    """A task's full YAML config (includes resolved, functions left as names)."""
-    from lm_eval.tasks._yaml_loader import load_yaml
+def task_yaml(name: str) -> Path | None:
+    """The YAML file that defines task `name` in d3's or lm-eval's task folders, found by its
+    `task: NAME` line: reading the files as text takes under a second, where the task
+    index parses every one of them."""
+    import lm_eval
 
-    entry = task_manager().task_index[name]
-    return load_yaml(str(entry.yaml_path), resolve_func=False) if entry.yaml_path else {}
+    line = re.compile(rf"^task:\s*['\"]?{re.escape(name)}['\"]?\s*$", re.MULTILINE)
+    for folder in (TASKS_FOLDER, Path(lm_eval.__file__).parent / "tasks"):
+        for path in sorted(folder.rglob("*.yaml")):
+            if line.search(path.read_text(encoding="utf-8", errors="replace")):
+                return path
+    return None
 
 
+@functools.cache
 def is_code_task(name: str) -> bool:
     """Whether lm-eval marks the task as running generated code (HumanEval, MBPP)."""
-    return name in task_manager().task_index and bool(task_config(name).get("unsafe_code"))
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    path = task_yaml(name)
+    return path is not None and bool(load_yaml(str(path), resolve_func=False).get("unsafe_code"))
 
 
 def local_data(data_file: str, config: dict[str, Any]) -> dict[str, Any]:
