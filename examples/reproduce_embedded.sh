@@ -17,7 +17,7 @@ d3 distill --trajectories "$OUT/trajectories" --recipe dparallel --out "$OUT/dpa
 
 decode() { d3 decode --limit "$EVAL" --batch-size "$BATCH" --out "$RESULTS" "$@"; }
 decode --model arith-teacher --method vanilla
-# AUP keeps a curve only while accuracy stays within 5 points of its first point (§4.1),
+# AUP keeps a curve only while accuracy stays within 5 points of its first point (docs/algorithms.md),
 # so each sweep covers the near-lossless range of its method.
 for tau in 0.95 0.9 0.8 0.7; do
   decode --model arith-teacher --method threshold --cache dual --threshold "$tau"
