@@ -30,7 +30,7 @@ done
 sweep single-block "$OUT/d3-student" --blocks 1
 sweep no-early-stop "$OUT/d3-student" --blocks 4 --no-early-stop
 
-# d3 aup exits 1 when a curve falls more than 5 points below its first point (docs/algorithms.md) and so
-# gets no AUP; it still scores every other curve. Without the window curriculum the student
+# d3 aup exits 1 when a curve falls more than 5 points below its first point and so gets
+# no AUP (docs/algorithms.md); it still scores every other curve. Without the window curriculum the student
 # does so at γ 0.3 (the README gives that curve's AUP over γ 0.1 and 0.2), so 1 is expected.
 d3 aup "$OUT/results.jsonl" "$OUT"/ablation-*.jsonl --skip-first 0 || [ $? -eq 1 ]
