@@ -102,8 +102,9 @@ class D3LM(LM):
         """Decode requests sharing one answer length; fill `texts` at `indices`."""
         loaded, options = self.loaded, self.options_for(max_gen_toks)
         ids = [sample_id(request) for request in requests]
-        kinds = ["code" if is_code_task(request.task_name) else "text" for request in requests]
-        prompts = [encode_prompt(loaded, request.args[0], kind=kind, task=request.task_name)
+        kinds = ["code" if request.task_name and is_code_task(request.task_name) else "text"
+                 for request in requests]
+        prompts = [encode_prompt(loaded, request.args[0], kind=kind, task=request.task_name or "")
                    for request, kind in zip(requests, kinds, strict=True)]
         keys = [noise_key(options.seed, f"{request.task_name}/{identifier}")
                 for request, identifier in zip(requests, ids, strict=True)]
