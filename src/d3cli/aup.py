@@ -172,6 +172,18 @@ class _Group:
     correct: float = 0.0
 
 
+def json_object(path: Path, line: int, raw: str) -> dict:
+    """One object of a JSON-lines file, or a one-line `AupInputError` naming file and line."""
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise AupInputError(f"{path}:{line}: malformed JSON at column {exc.colno}: "
+                            f"{exc.msg}") from None
+    if not isinstance(value, dict):
+        raise AupInputError(f"{path}:{line}: expected a JSON object, got {raw.strip()[:40]}")
+    return value
+
+
 def is_one_token_per_forward(method: str, config: Mapping) -> bool:
     """A vanilla run with as many steps as answer positions commits one token per forward."""
     return method == "vanilla" and config.get("steps") is not None and (
@@ -187,13 +199,7 @@ def result_curves(path: Path, text: str, skip_first: int,
     for line, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
-        try:
-            record = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise AupInputError(f"{path}:{line}: malformed JSON at column {exc.colno}: "
-                                f"{exc.msg}") from None
-        if not isinstance(record, dict):
-            raise AupInputError(f"{path}:{line}: expected a JSON object, got {raw.strip()[:40]}")
+        record = json_object(path, line, raw)
         _require_fields(path, line, record, RESULT_FIELDS)
         task = _name(path, line, record, "task")
         model = _name(path, line, record, "model")

@@ -9,23 +9,13 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from .aup import json_object
+
 SAMPLES_FILE = re.compile(r"samples_(?P<task>.+)_\d{4}-\d{2}-\d{2}T[\d\-.]+\.jsonl$")
 
 
 class HarnessResultsError(ValueError):
     """Samples or records that cannot be joined; the message names file and line."""
-
-
-def parsed(path: Path, line: int, text: str) -> dict:
-    """One JSON object of a JSON-lines file, or a one-line error naming file and line."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise HarnessResultsError(f"{path}:{line}: malformed JSON at column {error.colno}: "
-                                  f"{error.msg}") from None
-    if not isinstance(value, dict):
-        raise HarnessResultsError(f"{path}:{line}: expected a JSON object")
-    return value
 
 
 def sample_files(paths: Sequence[Path]) -> dict[str, Path]:
@@ -51,7 +41,7 @@ def scores(path: Path, metric: str, filter_name: str | None) -> dict[str, bool]:
     the file's first filter)."""
     result: dict[str, bool] = {}
     for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        sample = parsed(path, line, text)
+        sample = json_object(path, line, text)
         filter_name = filter_name or sample.get("filter")
         if sample.get("filter") != filter_name:
             continue
@@ -74,7 +64,7 @@ def joined_records(records: Path, samples: Sequence[Path], metric: str = "exact_
     for line, text in enumerate(records.read_text(encoding="utf-8").splitlines(), start=1):
         if not text.strip():
             continue
-        record = parsed(records, line, text)
+        record = json_object(records, line, text)
         task, doc = record.get("task"), str(record.get("id"))
         if task not in by_task:
             raise HarnessResultsError(f"{records}:{line}: task {task!r} has no samples file "
