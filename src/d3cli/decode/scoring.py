@@ -78,7 +78,7 @@ def score(logits: Tensor, mask_id: int, temperature: float, noise: Tensor | None
         proposal = nucleus(proposal, top_p)
     tokens = (proposal + noise).argmax(-1) if temperature > 0 else proposal.argmax(-1)
     probs = logits.softmax(-1)
-    if proposal_entropy:
+    if proposal_entropy and proposal is not logits:  # else the same distribution
         entropy = -(proposal.softmax(-1)[..., None, :]
                     @ proposal.log_softmax(-1)[..., :, None]).flatten(-3)
     else:
