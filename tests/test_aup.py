@@ -292,6 +292,33 @@ def test_y_max_option_overrides_the_best_accuracy(tmp_path):
     assert data["curves"][0]["aup"] == pytest.approx(240.709080, abs=1e-6)
 
 
+def test_floor_scores_only_the_points_at_or_above_it(tmp_path):
+    """--floor T=78: the (4, 77) point is dropped before scoring; y_max still sees every
+    point, and a curve with no point at the floor has no AUP (exit 1)."""
+    table = tmp_path / "board.csv"
+    table.write_text("task,method,tpf,accuracy\nT,m,1,80\nT,m,2,79\nT,m,4,77\n"
+                     "T,low,1,70\nT,low,2,60\n")
+    result = runner.invoke(app, ["aup", str(table), "--floor", "T=78", "--format", "json"])
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["y_max"] == {"T": 80.0}
+    scores = {curve["method"]: curve for curve in data["curves"]}
+    w79 = math.exp(-3 * (1 - 79 / 80))
+    assert scores["m"]["aup"] == pytest.approx(80 + 0.5 * (80 + 79 * w79))
+    assert [point["kept"] for point in scores["m"]["points"]] == [True, True, False]
+    assert scores["low"]["aup"] is None
+    assert "board.csv:5:" in result.stderr and "below the floor 78" in result.stderr
+    unfloored = runner.invoke(app, ["aup", str(table), "--format", "json"])
+    assert json.loads(unfloored.stdout)["curves"][0]["aup"] == pytest.approx(302.945534)
+
+
+def test_floor_of_an_unknown_task_is_an_error(tmp_path):
+    table = tmp_path / "board.csv"
+    table.write_text("task,method,tpf,accuracy\nT,m,1,80\n")
+    result = runner.invoke(app, ["aup", str(table), "--floor", "U=70"])
+    assert result.exit_code != 0 and "--floor names task(s) U" in result.output
+
+
 # --- result JSONL ---------------------------------------------------------------------------
 
 

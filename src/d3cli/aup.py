@@ -513,9 +513,9 @@ def _config_object(config: str | None) -> dict | None:
     return None if config is None else json.loads(config)
 
 
-def parse_y_max(specs: Iterable[str]) -> dict[str, float]:
-    """`TASK=VALUE` overrides of y_max."""
-    overrides = {}
+def parse_task_values(specs: Iterable[str], option: str = "--y-max") -> dict[str, float]:
+    """`TASK=VALUE` settings of `option` (`--y-max`, `--floor`), VALUE > 0."""
+    values = {}
     for spec in specs:
         task, _, value = spec.rpartition("=")
         try:
@@ -523,25 +523,33 @@ def parse_y_max(specs: Iterable[str]) -> dict[str, float]:
         except ValueError:
             number = math.nan
         if not task or not math.isfinite(number) or number <= 0:
-            raise AupInputError(f"--y-max {spec!r}: expected TASK=VALUE with VALUE > 0")
-        overrides[task] = number
-    return overrides
+            raise AupInputError(f"{option} {spec!r}: expected TASK=VALUE with VALUE > 0")
+        values[task] = number
+    return values
+
+
+def _check_tasks(settings: Mapping[str, float] | None, option: str, tasks: list[str]) -> None:
+    unknown = [task for task in (settings or {}) if task not in tasks]
+    if unknown:
+        raise AupInputError(
+            f"{option} names task(s) {', '.join(unknown)} not in the inputs ({', '.join(tasks)})"
+        )
 
 
 def build_report(
-    curves: Sequence[Curve], *, alpha: float = ALPHA, y_max: Mapping[str, float] | None = None
+    curves: Sequence[Curve], *, alpha: float = ALPHA, y_max: Mapping[str, float] | None = None,
+    floor: Mapping[str, float] | None = None,
 ) -> Report:
     """Score every curve against its task's y_max and average each file's methods over tasks.
 
     y_max defaults to the best accuracy over all points of all curves on the task (§4.1 step
     4). Averages are per input file over that file's tasks, not the reference's fixed ÷5.
+    `floor` (not in the reference) drops the points below a task's accuracy floor before
+    scoring, e.g. to score only what loses at most 2 points against a baseline.
     """
     tasks = list(dict.fromkeys(curve.task for curve in curves))
-    unknown = [task for task in (y_max or {}) if task not in tasks]
-    if unknown:
-        raise AupInputError(
-            f"--y-max names task(s) {', '.join(unknown)} not in the inputs ({', '.join(tasks)})"
-        )
+    _check_tasks(y_max, "--y-max", tasks)
+    _check_tasks(floor, "--floor", tasks)
     best = {
         task: max(
             point.accuracy for curve in curves if curve.task == task for point in curve.points
@@ -549,21 +557,30 @@ def build_report(
         for task in tasks
     }
     best.update(y_max or {})
-    scores = tuple(_score_curve(curve, best[curve.task], alpha) for curve in curves)
+    floors = floor or {}
+    scores = tuple(_score_curve(curve, best[curve.task], alpha, floors.get(curve.task))
+                   for curve in curves)
     return Report(alpha, best, scores, tuple(_averages(scores)))
 
 
-def _score_curve(curve: Curve, y_max: float, alpha: float) -> CurveScore:
+def _score_curve(curve: Curve, y_max: float, alpha: float, floor: float | None) -> CurveScore:
     ordered = sort_points(curve.points)
+    above = [point for point in ordered if floor is None or point.accuracy >= floor]
     points = tuple(
-        ScoredPoint(point, weight(point.accuracy, y_max, alpha), is_kept(point, ordered[0]))
+        ScoredPoint(point, weight(point.accuracy, y_max, alpha),
+                    point in above and is_kept(point, above[0]))
         for point in ordered
     )
-    try:
-        value, error = aup_score(ordered, y_max, alpha), None
-    except AccuracyDropError as exc:
-        value = None
-        error = f"{curve.source}:{exc.last.line}: {curve.method} on {curve.task}: {exc}; no AUP"
+    value, error = None, None
+    if not above:
+        error = (f"{curve.source}:{ordered[0].line}: {curve.method} on {curve.task}: every "
+                 f"point is below the floor {floor:g}; no AUP")
+    else:
+        try:
+            value = aup_score(above, y_max, alpha)
+        except AccuracyDropError as exc:
+            error = (f"{curve.source}:{exc.last.line}: {curve.method} on {curve.task}: {exc}; "
+                     "no AUP")
     return CurveScore(curve.source, curve.task, curve.method, y_max, points, value, error,
                       curve.model)
 

@@ -618,6 +618,13 @@ def aup(
         list[str],
         typer.Option("--y-max", metavar="TASK=VALUE", help="Override a task's y_max (repeatable)."),
     ] = [],  # noqa: B006 (typer needs a literal default; never mutated)
+    floor: Annotated[
+        list[str],
+        typer.Option("--floor", metavar="TASK=VALUE",
+                     help="Score only the points at or above this accuracy (%) on TASK, "
+                          "e.g. arith=92.2: at most 2 points below a 94.2 % baseline "
+                          "(repeatable; not in the paper's metric)."),
+    ] = [],  # noqa: B006
     skip_first: Annotated[
         int, typer.Option(min=0, help="Warm-up samples skipped per result group (.jsonl only).")
     ] = 10,
@@ -661,7 +668,8 @@ def aup(
             f"{output_format!r} is not one of {', '.join(metric.FORMATS)}", param_hint="--format"
         )
     try:
-        overrides = metric.parse_y_max(y_max)
+        overrides = metric.parse_task_values(y_max, "--y-max")
+        floors = metric.parse_task_values(floor, "--floor")
         if lm_eval_samples:
             curves = [curve for path in files for curve in metric.result_curves(
                 path, joined_records(path, lm_eval_samples, lm_eval_metric, lm_eval_filter),
@@ -669,7 +677,7 @@ def aup(
         else:
             curves = metric.load(files, skip_first=skip_first, scale=scale,
                                  one_token_tpf=one_token_tpf)
-        report = metric.build_report(curves, alpha=alpha, y_max=overrides)
+        report = metric.build_report(curves, alpha=alpha, y_max=overrides, floor=floors)
     except (metric.AupInputError, HarnessResultsError, OSError) as error:
         raise fail(str(error)) from None
     if plot is not None:
