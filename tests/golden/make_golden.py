@@ -4,10 +4,13 @@ The committed decode_golden.json.gz was written by this script's first version (
 history) with the decoders that the one-driver rewrite replaced (commit b93997f).
 `tests/test_golden.py` checks that the current decoder, scoring in float64, reproduces it
 token for token and forward for forward. Rows: [forwards, *answer tokens]. Rerun only to
-re-baseline on purpose; `--compare float64|float32` counts the rows the current decoder
-changes (on all 1,000 prompts, or the first N):
+re-baseline on purpose; `--rebase NAME,...` rewrites only those settings (e.g. the
+student's, when the shipped student changes); `--compare float64|float32` counts the rows
+the current decoder changes (on all 1,000 prompts, or the first N):
 
     python tests/golden/make_golden.py tests/golden/decode_golden.json.gz
+    python tests/golden/make_golden.py tests/golden/decode_golden.json.gz --rebase \
+        student-multiblock,student-multiblock-delayed
     python tests/golden/make_golden.py tests/golden/decode_golden.json.gz --compare float64
     python tests/golden/make_golden.py tests/golden/decode_golden.json.gz --compare float32 200
 """
@@ -95,11 +98,21 @@ def compare(path: str, score_dtype: str, count: int | None = None) -> None:
         print(f"{name}: {len(rows) - same} of {len(rows)} rows differ", flush=True)
 
 
-def main(path: str) -> None:
+def main(path: str, only: set[str] | None = None) -> None:
+    """Write the golden file, or with `only` rewrite just those settings in it."""
     torch.set_num_threads(2)
     prompts = held_out_prompts()
-    golden = {"ids": [example.id for example in get_task("arith").eval_examples()]}
+    if only is None:
+        golden = {"ids": [example.id for example in get_task("arith").eval_examples()]}
+    else:
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            golden = json.load(handle)
+        unknown = only - {name for name, *_ in SETTINGS}
+        if unknown:
+            sys.exit(f"no setting named {', '.join(sorted(unknown))}")
     for name, model, rules, method, changes in SETTINGS:
+        if only is not None and name not in only:
+            continue
         started = time.perf_counter()
         golden[name] = decode_setting(model, rules, method, changes, prompts)
         print(f"{name}: {time.perf_counter() - started:.0f} s", flush=True)
@@ -110,5 +123,7 @@ def main(path: str) -> None:
 if __name__ == "__main__":
     if len(sys.argv) >= 4 and sys.argv[2] == "--compare":
         compare(sys.argv[1], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else None)
+    elif len(sys.argv) == 4 and sys.argv[2] == "--rebase":
+        main(sys.argv[1], set(sys.argv[3].split(",")))
     else:
         main(sys.argv[1])

@@ -14,9 +14,11 @@ examples are then drawn from its other rows, unless the task names its own.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +87,26 @@ def local_data(data_file: str, config: dict[str, Any]) -> dict[str, Any]:
     return overrides
 
 
+@contextlib.contextmanager
+def datasets_logging_quiet() -> Iterator[None]:
+    """datasets logs its own error line before raising; d3 reports the error once, itself."""
+    import datasets
+
+    level = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+    try:
+        yield
+    finally:
+        datasets.logging.set_verbosity(level)
+
+
+def innermost(error: BaseException) -> BaseException:
+    """The error at the bottom of a chain of raises (e.g. the JSON parser's under datasets')."""
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    return error
+
+
 def load_tasks(name: str, data_file: str | None) -> dict[str, Any]:
     """lm-eval's task objects for `name` (a group gives each of its tasks), by task name."""
     from lm_eval.tasks._yaml_loader import load_yaml
@@ -108,11 +130,15 @@ def load_tasks(name: str, data_file: str | None) -> dict[str, Any]:
         if data_file:
             config = load_yaml(str(entry.yaml_path), resolve_func=True)
             spec = {**config, **local_data(data_file, config)}
-        tasks = manager.load(spec)["tasks"]
+        with datasets_logging_quiet():
+            tasks = manager.load(spec)["tasks"]
     except TaskDataError:
         raise
     except Exception as error:  # datasets and lm-eval raise many kinds; report them alike
-        raise TaskDataError(f"{name}: cannot load the task ({first_line(error)})") from error
+        cause = innermost(error)
+        why = first_line(error) if cause is error else f"{first_line(error)}: {first_line(cause)}"
+        source = f" from {data_file}" if data_file else ""
+        raise TaskDataError(f"{name}: cannot load the task{source} ({why})") from error
     for task in tasks.values():
         if task.OUTPUT_TYPE != "generate_until":
             raise TaskDataError(f"{name}: {task.task_name} is a {task.OUTPUT_TYPE} task; d3 "
