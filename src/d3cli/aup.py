@@ -513,7 +513,7 @@ def _config_object(config: str | None) -> dict | None:
     return None if config is None else json.loads(config)
 
 
-def parse_task_values(specs: Iterable[str], option: str = "--y-max") -> dict[str, float]:
+def parse_task_values(specs: Iterable[str], option: str) -> dict[str, float]:
     """`TASK=VALUE` settings of `option` (`--y-max`, `--floor`), VALUE > 0."""
     values = {}
     for spec in specs:
