@@ -14,11 +14,9 @@ examples are then drawn from its other rows, unless the task names its own.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +38,7 @@ def task_manager() -> Any:
 
     use_sandbox_for_code_eval()  # before any code task's module is imported
     datasets.disable_progress_bars()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its errors reach us as one
     return TaskManager(include_path=str(TASKS_FOLDER))
 
 
@@ -87,19 +86,6 @@ def local_data(data_file: str, config: dict[str, Any]) -> dict[str, Any]:
     return overrides
 
 
-@contextlib.contextmanager
-def datasets_logging_quiet() -> Iterator[None]:
-    """datasets logs its own error line before raising; d3 reports the error once, itself."""
-    import datasets
-
-    level = datasets.logging.get_verbosity()
-    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
-    try:
-        yield
-    finally:
-        datasets.logging.set_verbosity(level)
-
-
 def innermost(error: BaseException) -> BaseException:
     """The error at the bottom of a chain of raises (e.g. the JSON parser's under datasets')."""
     while error.__cause__ is not None or error.__context__ is not None:
@@ -130,8 +116,7 @@ def load_tasks(name: str, data_file: str | None) -> dict[str, Any]:
         if data_file:
             config = load_yaml(str(entry.yaml_path), resolve_func=True)
             spec = {**config, **local_data(data_file, config)}
-        with datasets_logging_quiet():
-            tasks = manager.load(spec)["tasks"]
+        tasks = manager.load(spec)["tasks"]
     except TaskDataError:
         raise
     except Exception as error:  # datasets and lm-eval raise many kinds; report them alike
