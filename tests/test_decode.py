@@ -174,6 +174,16 @@ def test_decode_cli_writes_the_result_contract(tmp_path):
     assert records[4]["config"]["threshold"] == 0.5 and records[0]["config"]["steps"] == 64
 
 
+def test_decode_cli_validation_split_is_its_own_task(tmp_path):
+    out = tmp_path / "results.jsonl"
+    result = invoke("--model", "arith-teacher", "--split", "validation", "--limit", "2",
+                    "--method", "threshold", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted((r["task"], r["id"]) for r in records) == [
+        ("arith-validation", "arith-val-0"), ("arith-validation", "arith-val-1")]
+
+
 def model_with_decoding(tmp_path, decoding: dict) -> str:
     """A copy of the shipped teacher whose generation_config.json sets `d3_decoding`."""
     folder = tmp_path / "with-defaults"

@@ -5,14 +5,29 @@ from __future__ import annotations
 import random
 from itertools import islice
 
+import pytest
+
 from d3cli.tasks.arith import ArithTask, Problem, extract_answer
 
 
 def test_eval_set_is_deterministic_and_large(arith):
     again = ArithTask()
     assert arith.eval_examples() == again.eval_examples()
-    assert len({e.prompt for e in arith.eval_examples()}) == len(arith.eval_examples()) >= 500
-    assert ArithTask(eval_seed=1).eval_examples(20) != arith.eval_examples(20)
+    assert len({e.prompt for e in arith.eval_examples()}) == len(arith.eval_examples()) == 2000
+
+
+def test_validation_split_is_disjoint_from_test_and_training(arith):
+    validation = ArithTask(split="validation")
+    assert validation.name == "arith-validation" and arith.name == "arith"
+    examples = validation.eval_examples()
+    assert len(examples) == 1000 and examples[0].id == "arith-val-0"
+    test_prompts = {e.prompt for e in arith.eval_examples()}
+    validation_prompts = {e.prompt for e in examples}
+    assert len(validation_prompts) == 1000 and not test_prompts & validation_prompts
+    training = {e.prompt for e in arith.train_examples(8000)}
+    assert not training & (test_prompts | validation_prompts)
+    with pytest.raises(ValueError, match="no split 'dev'"):
+        ArithTask(split="dev")
 
 
 def test_training_pairs_are_deterministic_per_seed(arith):
@@ -21,13 +36,14 @@ def test_training_pairs_are_deterministic_per_seed(arith):
     assert first != list(islice(arith.training_pairs(random.Random(6)), 50))
 
 
-def test_training_never_sees_an_eval_prompt():
-    small = ArithTask(eval_size=2000)
-    eval_prompts = {e.prompt for e in small.eval_examples()}
+def test_training_never_sees_a_held_out_prompt():
+    task = ArithTask()
+    held_out = {e.prompt for split in ("test", "validation")
+                for e in ArithTask(split=split).eval_examples()}
     # Short chains collide often: 4-step prompts are only 10 * 18**4 = 1.05 M.
     rng = random.Random(0)
-    drawn = [prompt for prompt, _ in islice(small.training_pairs(rng), 20000)]
-    assert not eval_prompts & set(drawn)
+    drawn = [prompt for prompt, _ in islice(task.training_pairs(rng), 20000)]
+    assert not held_out & set(drawn)
 
 
 def test_worked_answers_are_consistent_in_every_form(arith):

@@ -225,6 +225,9 @@ def decode(
     data_file: Annotated[Path | None, typer.Option(
         help="Local data file for an lm-eval task's test split (default: its hub "
              "dataset).")] = None,
+    split: Annotated[str | None, typer.Option(
+        help="arith: test (default; 2,000 prompts) or validation (1,000 others, for "
+             "choosing settings).")] = None,
     prompts: Annotated[Path | None, typer.Option(
         help="JSON lines with 'prompt' (and optional 'id', 'answer') instead of the task's "
              "eval prompts; scored with the task's scorer where an answer is given.")] = None,
@@ -326,7 +329,7 @@ def decode(
             if not any(name in METHOD_OPTIONS[m] for m in method):
                 flag = "--" + name.replace("_", "-")
                 raise ValueError(f"{flag} is not an option of {', '.join(method)}")
-        chosen_task = get_task(task, data_file=data_file)
+        chosen_task = get_task(task, data_file=data_file, split=split)
         examples = load_prompts(prompts) if prompts else chosen_task.eval_examples()
         if prompts and task not in EMBEDDED and any(e.answer is not None for e in examples):
             raise ValueError(f"{prompts}: answers in a prompts file are scored by arith only; "

@@ -79,13 +79,16 @@ def decode_setting(model: str, rules: dict, method: str, changes, prompts: list[
     return rows
 
 
-def held_out_prompts(count: int | None = None) -> list[list[int]]:
+GOLDEN_PROMPTS = 1000  # the first 1,000 prompts of the test split
+
+
+def held_out_prompts(count: int = GOLDEN_PROMPTS) -> list[list[int]]:
     teacher = load_model("arith-teacher", device="cpu", dtype="float32")
     return [encode_prompt(teacher, example.prompt)
             for example in get_task("arith").eval_examples(count)]
 
 
-def compare(path: str, score_dtype: str, count: int | None = None) -> None:
+def compare(path: str, score_dtype: str, count: int = GOLDEN_PROMPTS) -> None:
     """Print, per setting, how many of the golden file's first `count` rows a decode at
     `score_dtype` changes (tokens or forwards)."""
     torch.set_num_threads(2)
@@ -103,7 +106,8 @@ def main(path: str, only: set[str] | None = None) -> None:
     torch.set_num_threads(2)
     prompts = held_out_prompts()
     if only is None:
-        golden = {"ids": [example.id for example in get_task("arith").eval_examples()]}
+        examples = get_task("arith").eval_examples(GOLDEN_PROMPTS)
+        golden = {"ids": [example.id for example in examples]}
     else:
         with gzip.open(path, "rt", encoding="utf-8") as handle:
             golden = json.load(handle)
@@ -122,7 +126,7 @@ def main(path: str, only: set[str] | None = None) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) >= 4 and sys.argv[2] == "--compare":
-        compare(sys.argv[1], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else None)
+        compare(sys.argv[1], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else GOLDEN_PROMPTS)
     elif len(sys.argv) == 4 and sys.argv[2] == "--rebase":
         main(sys.argv[1], set(sys.argv[3].split(",")))
     else:

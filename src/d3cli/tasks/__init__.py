@@ -21,25 +21,28 @@ REFERENCE_TASKS = ("gsm8k_cot_zeroshot", "minerva_math", "humaneval", "humaneval
 
 
 def get_task(name: str, **options: Any) -> Task:
-    """The task registered under `name`, built with `options` (e.g. `data_file`; options
-    left at None are not passed). Unknown names and options raise a one-line ValueError;
-    tasks that read data raise `TaskDataError` (a ValueError) when it cannot be loaded."""
+    """The task registered under `name`, built with `options` (e.g. `data_file`, `split`;
+    options left at None are not passed). Unknown names and options raise a one-line
+    ValueError; tasks that read data raise `TaskDataError` (a ValueError) when it cannot be
+    loaded."""
     given = {key: value for key, value in options.items() if value is not None}
     if name in EMBEDDED:
-        accepted = inspect.signature(EMBEDDED[name]).parameters
-        unknown = [key for key in given if key not in accepted]
-        if unknown:
-            raise ValueError(f"task {name!r} takes no option {unknown[0]!r} "
-                             f"(it takes: {', '.join(accepted) or 'none'})")
-        return EMBEDDED[name](**given)
-    from .harness_task import HarnessTask, known_tasks
+        task_class = EMBEDDED[name]
+    else:
+        from .harness_task import HarnessTask, known_tasks
 
-    names = known_tasks()
-    if name not in names:
-        close = difflib.get_close_matches(name, [*EMBEDDED, *names], n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown task {name!r}{hint}; `d3 tasks` lists them")
-    return HarnessTask(name, **{key: str(value) for key, value in given.items()})
+        names = known_tasks()
+        if name not in names:
+            close = difflib.get_close_matches(name, [*EMBEDDED, *names], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown task {name!r}{hint}; `d3 tasks` lists them")
+        task_class, given = HarnessTask, {key: str(value) for key, value in given.items()}
+    accepted = [key for key in inspect.signature(task_class).parameters if key != "name"]
+    unknown = [key for key in given if key not in accepted]
+    if unknown:
+        raise ValueError(f"task {name!r} takes no option {unknown[0]!r} "
+                         f"(it takes: {', '.join(accepted) or 'none'})")
+    return task_class(**given) if name in EMBEDDED else task_class(name, **given)
 
 
 __all__ = ["EMBEDDED", "REFERENCE_TASKS", "Example", "Task", "TaskDataError", "get_task"]

@@ -28,7 +28,11 @@ FILLER = "."
 PROMPT_TOKENS = 2 * MAX_STEPS + 2
 EVAL_SEED = 20261123
 TRAIN_SEED = 1  # the fixed training prompts `d3 trajectories` runs the teacher on
-EVAL_SIZE = 1000
+# Held-out prompts, drawn in one stream from EVAL_SEED: the first TEST_SIZE are the test split
+# (`d3 decode`'s default; its first 1,000 were the whole held-out set before validation was
+# split off), the next VALIDATION_SIZE the validation split that every tuning choice uses.
+TEST_SIZE, VALIDATION_SIZE = 2000, 1000
+SPLITS = ("test", "validation")
 WORDS = (*[str(digit) for digit in range(MODULUS)], *OPERATORS, "=", STEP_END, ANSWER_MARK,
          QUESTION_END, FILLER)
 
@@ -87,18 +91,28 @@ class ArithTask:
     gen_length = 64
     words = WORDS
 
-    def __init__(self, eval_seed: int = EVAL_SEED, eval_size: int = EVAL_SIZE) -> None:
-        rng = random.Random(eval_seed)
+    def __init__(self, split: str = "test") -> None:
+        if split not in SPLITS:
+            raise ValueError(f"arith has no split {split!r} (it has: {', '.join(SPLITS)})")
+        rng = random.Random(EVAL_SEED)
         problems: dict[str, Problem] = {}
-        while len(problems) < eval_size:
+        while len(problems) < TEST_SIZE + VALIDATION_SIZE:
             problem = random_problem(rng)
             problems.setdefault(problem.prompt(), problem)
-        self._eval_problems = list(problems.values())
-        self._eval_prompts = frozenset(problems)
+        held_out = list(problems.values())
+        self.split = split
+        # Records name the split's task, so validation rows never mix with test rows.
+        self.name, id_prefix, self._eval_problems = (
+            ("arith", "arith", held_out[:TEST_SIZE]) if split == "test" else
+            ("arith-validation", "arith-val", held_out[TEST_SIZE:]))
+        self._id_prefix = id_prefix
+        self._eval_prompts = frozenset(problems)  # training never draws a held-out prompt
 
     def eval_examples(self, limit: int | None = None) -> list[Example]:
+        """The split's prompts in a fixed order (ids `arith-N`, validation `arith-val-N`)."""
         problems = self._eval_problems[:limit]
-        return [Example(f"{self.name}-{index}", problem.prompt(), str(problem.values()[-1]))
+        return [Example(f"{self._id_prefix}-{index}", problem.prompt(),
+                        str(problem.values()[-1]))
                 for index, problem in enumerate(problems)]
 
     def train_examples(self, limit: int) -> list[Example]:
@@ -109,7 +123,7 @@ class ArithTask:
             problem = random_problem(rng)
             if problem.prompt() not in self._eval_prompts:
                 problems.setdefault(problem.prompt(), problem)
-        return [Example(f"{self.name}-train-{index}", problem.prompt(),
+        return [Example(f"arith-train-{index}", problem.prompt(),
                         str(problem.values()[-1]))
                 for index, problem in enumerate(problems.values())]
 
