@@ -419,6 +419,12 @@ def trajectories(
         min=1, help="Default: the model's.")] = None,
     gen_length: Annotated[int | None, typer.Option(
         min=1, help="Default: the task's.")] = None,
+    method: Annotated[str, typer.Option(
+        callback=one_of("vanilla", "threshold", "entropy", "multiblock"),
+        help="Decoding that rolls out: vanilla (one token per forward, the teacher's) or "
+             "a parallel one (a student's own order, at the model's defaults).")] = "vanilla",
+    threshold: Annotated[float | None, typer.Option(
+        min=0.0, help="τ or γ of a parallel --method (default: the model's).")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     chunk_size: Annotated[int, typer.Option(
         min=1, help="Prompts per parquet file (the unit of resume and sharding).")] = 256,
@@ -430,8 +436,8 @@ def trajectories(
         callback=one_of(*DTYPES), help="float32, bfloat16, float16 or auto.")] = "auto",
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
-    """Record the teacher's one-token-per-forward trajectories; rerun the same command to
-    resume."""
+    """Record the teacher's one-token-per-forward trajectories (or a model's own parallel
+    decoding order with --method); rerun the same command to resume."""
     from accelerate import PartialState
 
     from .checkpoints import DEFAULT_TEACHER, ModelLoadError, load_model, pick_device
@@ -473,7 +479,8 @@ def trajectories(
             gen_length=gen_length or chosen.gen_length,
             block_size=block_size or loaded.spec.block_size, attempts=attempts,
             keep_incorrect=keep_incorrect, chunk_size=chunk_size, seed=seed,
-            vocab_size=loaded.model.config.vocab_size, mask_token_id=loaded.spec.mask_token_id)
+            vocab_size=loaded.model.config.vocab_size, mask_token_id=loaded.spec.mask_token_id,
+            method=method, decoding=rollout_decoding(loaded, method, threshold))
         if run.gen_length % run.block_size:
             raise ValueError(f"generation length {run.gen_length} is not a multiple of "
                              f"--block-size {run.block_size}")
@@ -510,6 +517,21 @@ def trajectories(
         f"({incorrect}), mean forwards {numbers['mean_forwards']:.1f}, "
         f"{numbers['tokens']} answer tokens; rolled out {rolled} prompts in "
         f"{time.perf_counter() - started:.1f}s")
+
+
+def rollout_decoding(loaded, method: str, threshold: float | None) -> dict:
+    """A trajectory run's decoding options beyond its canvas: none for vanilla (one token
+    per forward), else the model's own defaults for `method` under `threshold`."""
+    from .decode import method_config, resolve_options
+
+    if method == "vanilla":
+        if threshold is not None:
+            raise ValueError("--threshold applies to a parallel --method, not vanilla")
+        return {}
+    given = {} if threshold is None else {"threshold": threshold}
+    config = method_config(method, resolve_options(method, loaded.decoding, given))
+    return {name: value for name, value in config.items()
+            if name not in ("gen_length", "block_size", "temperature")}
 
 
 @app.command()

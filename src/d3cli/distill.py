@@ -201,6 +201,24 @@ def draw_windows(config: DistillConfig, answer_length: Tensor, canvas: int, size
     return starts, ends
 
 
+def decode_order(unmask_step: Tensor) -> Tensor:
+    """Each answer position's rank in the decoding order, ties broken left to right.
+
+    For a teacher that commits one token per forward this is `unmask_step` itself; for a
+    decoder that commits several per forward (a student's own multi-block rollout) it is the
+    one-token-per-step trajectory that §2.2's state index counts in.
+    """
+    canvas = unmask_step.shape[-1]
+    keys = unmask_step.long() * canvas + torch.arange(canvas, device=unmask_step.device)
+    return keys.argsort(-1).argsort(-1)
+
+
+def window_mask_fraction(noisy: NoisyBatch) -> Tensor:
+    """[B]: the fraction of each sample's window that is masked in the primary input (the
+    realised mask ratio, against the nominal t)."""
+    return noisy.loss_mask.sum(1) / (noisy.window_end - noisy.window_start).clamp_min(1)
+
+
 def noisy_batch(config: DistillConfig, answers: Tensor, unmask_step: Tensor,
                 answer_length: Tensor, t: float, size: int | None, mask_id: int,
                 generator: torch.Generator) -> NoisyBatch:
@@ -212,7 +230,7 @@ def noisy_batch(config: DistillConfig, answers: Tensor, unmask_step: Tensor,
     if config.masks == "trajectory":  # step 2: the teacher's state with ≈ t of the window masked
         state = starts + torch.floor((1 - t) * (ends - starts)).long()
         state = state.clamp_max(canvas - 1)
-        masked = unmask_step > state[:, None]
+        masked = decode_order(unmask_step) > state[:, None]
     else:
         masked = torch.rand(answers.shape, generator=generator) < (1 - EPSILON) * t + EPSILON
     masked &= in_window
@@ -249,6 +267,26 @@ def shifted(logits: Tensor, spec: ModelSpec) -> Tensor:
     return torch.cat([logits[:, :1], logits[:, :-1]], 1) if spec.logit_shift else logits
 
 
+def recipe_loss(config: DistillConfig, targets: Tensor, noisy: NoisyBatch, logits: Tensor,
+                complement_logits: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
+    """§2.4/§2.6: scale · (CE + CE' + β · ENT), CE over M, CE' over M' (with the
+    complementary pass), ENT over M's correct predictions (and M''s with
+    `entropy_on_complement`). Returns the loss and its terms (CE, CE', ENT, mask fraction)."""
+    loss_mask = noisy.loss_mask.to(logits.device)
+    ce = masked_cross_entropy(logits, targets, loss_mask)
+    entropy = certainty_entropy(logits, targets, loss_mask, config.entropy_temperature)
+    ce_complement = torch.zeros((), device=logits.device)
+    if complement_logits is not None:
+        complement_mask = noisy.complement_loss_mask.to(logits.device)
+        ce_complement = masked_cross_entropy(complement_logits, targets, complement_mask)
+        if config.entropy_on_complement:
+            entropy = entropy + certainty_entropy(complement_logits, targets, complement_mask,
+                                                  config.entropy_temperature)
+    loss = config.loss_scale * (ce + ce_complement + config.entropy_weight * entropy)
+    return loss, {"ce": ce, "ce_complement": ce_complement, "entropy": entropy,
+                  "mask_fraction": window_mask_fraction(noisy).mean()}
+
+
 class DistillTrainer(KeyedNoiseTrainer):
     """`Trainer` whose loss is the recipe's; CE, CE' and ENT are logged separately."""
 
@@ -256,7 +294,11 @@ class DistillTrainer(KeyedNoiseTrainer):
                  **kwargs: Any) -> None:
         super().__init__(*args, noise_seed=distill.seed, **kwargs)
         self.distill, self.spec = distill, spec
-        self.terms: dict[str, list[float]] = {"ce": [], "ce_complement": [], "entropy": []}
+        # The loss terms, then the nominal mask ratio t and the fraction of each window
+        # that its mask really covers (trajectory masks can be lighter or heavier than t).
+        self.terms: dict[str, list[float]] = {
+            name: [] for name in ("ce", "ce_complement", "entropy", "t", "mask_fraction",
+                                  "window_size")}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         config, spec = self.distill, self.spec
@@ -279,28 +321,18 @@ class DistillTrainer(KeyedNoiseTrainer):
             sequence = torch.cat([batch.prompt_ids, answers.to(device)], 1)
             return shifted(model(sequence, attention_mask=attention), spec)[:, prompt_length:]
 
-        targets = batch.answer_ids
-        logits = answer_logits(noisy.inputs)
-        loss_mask = noisy.loss_mask.to(device)
-        ce = masked_cross_entropy(logits, targets, loss_mask)
-        entropy = certainty_entropy(logits, targets, loss_mask, config.entropy_temperature)
-        ce_complement = torch.zeros((), device=device)
-        if config.complementary:
-            complement_logits = answer_logits(noisy.complement)
-            complement_mask = noisy.complement_loss_mask.to(device)
-            ce_complement = masked_cross_entropy(complement_logits, targets, complement_mask)
-            if config.entropy_on_complement:
-                entropy = entropy + certainty_entropy(complement_logits, targets,
-                                                      complement_mask,
-                                                      config.entropy_temperature)
-        loss = config.loss_scale * (ce + ce_complement + config.entropy_weight * entropy)
-        for name, value in (("ce", ce), ("ce_complement", ce_complement), ("entropy", entropy)):
+        logits = answer_logits(noisy.inputs)  # the primary pass first, then the complement
+        complement = answer_logits(noisy.complement) if config.complementary else None
+        loss, terms = recipe_loss(config, batch.answer_ids, noisy, logits, complement)
+        for name, value in terms.items():
             self.terms[name].append(float(value.detach()))
+        self.terms["t"].append(t)
+        self.terms["window_size"].append(float(size or batch.answer_ids.shape[1]))
         return loss
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
-        """Add the mean CE, CE' and ENT since the last log (over every process) to the
-        training logs."""
+        """Add the means since the last log (over every process) of CE, CE', ENT, t, the
+        window mask fraction and the window size to the training logs."""
         if "loss" in logs and self.terms["ce"]:
             means = torch.tensor([sum(values) / len(values) for values in self.terms.values()],
                                  device=self.args.device)

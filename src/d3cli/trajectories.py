@@ -1,6 +1,8 @@
 """Teacher pseudo-trajectories (algorithms.md §1): roll the teacher out one token per
 forward inside semi-AR blocks and record, per prompt, the forward at which each answer
-position was committed (`unmask_step`, the compact form of §1.4).
+position was committed (`unmask_step`, the compact form of §1.4). Any other strategy can roll
+out instead (`method`), e.g. a student's own multi-block decoding, which commits several
+positions per forward.
 
 A trajectory folder is a `datasets` parquet folder (``load_dataset("parquet",
 data_dir=DIR)`` reads it) plus a ``README.md`` dataset card whose front matter holds the run
@@ -15,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +26,14 @@ import yaml
 
 from .canvas import first_stop
 from .checkpoints import LoadedModel, encode_prompt
-from .decode import DecodeOptions, decode_prompts, noise_key
-from .decode.vanilla import vanilla
+from .decode import STRATEGIES, DecodeOptions, decode_prompts, noise_key
 from .tasks import Example, Task
 
 CARD = "README.md"
 STAGING = ".staging"  # hidden, so the parquet loader never sees half-written files
 TEMPERATURE_STEP = 0.1  # attempt a runs at temperature 0.1·a (§1.2)
+# Run settings that older cards lack, with the value those runs had.
+ADDED_LATER: dict[str, Any] = {"method": "vanilla", "decoding": {}}
 
 
 class TrajectoryFolderError(ValueError):
@@ -52,6 +55,8 @@ class TrajectoryRun:
     seed: int
     vocab_size: int
     mask_token_id: int
+    method: str = "vanilla"  # the decoding strategy that rolls out (§1: one token per forward)
+    decoding: dict[str, Any] = field(default_factory=dict)  # its options beyond the above
 
 
 def features():
@@ -116,7 +121,7 @@ def prepare_folder(out: Path, run: TrajectoryRun) -> None:
     if (out / CARD).is_file():
         recorded = read_card(out)
         for name, value in asdict(run).items():
-            if recorded.get(name) != value:
+            if recorded.get(name, ADDED_LATER.get(name)) != value:
                 raise TrajectoryFolderError(
                     f"{out} holds trajectories with {name} = {recorded.get(name)!r}, "
                     f"not {value!r}; use another --out folder")
@@ -125,9 +130,11 @@ def prepare_folder(out: Path, run: TrajectoryRun) -> None:
                                     "use another --out folder")
     (out / STAGING).mkdir(parents=True, exist_ok=True)
     front = yaml.safe_dump({"d3": asdict(run)}, sort_keys=False)
-    card = (f"---\n{front}---\n# Teacher trajectories of {run.teacher}\n\n"
-            f"Made by `d3 trajectories` on {run.num_prompts} prompts of {run.source}: one "
-            f"token per forward in blocks of {run.block_size}, up to {run.attempts} attempts.\n"
+    how = ("one token per forward" if run.method == "vanilla" else
+           f"`{run.method}` decoding ({run.decoding})")
+    card = (f"---\n{front}---\n# Trajectories of {run.teacher}\n\n"
+            f"Made by `d3 trajectories` on {run.num_prompts} prompts of {run.source}: {how} "
+            f"in blocks of {run.block_size}, up to {run.attempts} attempts.\n"
             "`unmask_step[r]` is the forward at which answer position r was committed.\n")
     atomic_write(out / CARD, card.encode())
 
@@ -162,21 +169,23 @@ def teacher_rollouts(loaded: LoadedModel, task: Task, examples: Sequence[Example
                      run: TrajectoryRun, batch_size: int) -> list[dict]:
     """Trajectory records of `examples`, in order (§1.2).
 
-    Attempt a decodes, one token per forward, the prompts still wrong after attempt a − 1
-    at temperature 0.1·a (Gumbel sampling); a prompt keeps its first correct attempt, or
-    its last one with `correct = False`. A prompt without a reference answer is correct.
+    Attempt a decodes (with `run.method`, by default one token per forward) the prompts
+    still wrong after attempt a − 1 at temperature 0.1·a (Gumbel sampling); a prompt keeps
+    its first correct attempt, or its last one with `correct = False`. A prompt without a
+    reference answer is correct. Positions an early stop filled after the answer's end
+    count as committed at the row's last forward.
     """
     spec, pending, records = loaded.spec, list(examples), {}
     prompt_ids = {example.id: encode_prompt(loaded, example.prompt) for example in examples}
     # float64 scoring, as the reference: in float32 the confidences of near-certain
     # positions saturate at 1.0 and tie, which would reorder the recorded trajectory.
     options = DecodeOptions(gen_length=run.gen_length, block_size=run.block_size,
-                            score_dtype="float64")
+                            score_dtype="float64", **run.decoding)
     for attempt, temperature in enumerate(temperatures(run.attempts)):
         seed = run.seed + attempt
         decoded = decode_prompts(
             loaded.model, spec, [prompt_ids[example.id] for example in pending],
-            [noise_key(seed, example.id) for example in pending], vanilla,
+            [noise_key(seed, example.id) for example in pending], STRATEGIES[run.method],
             replace(options, temperature=temperature, seed=seed), batch_size, commit_steps=True)
         for done in decoded:
             example, answer_ids = pending[done.index], done.tokens
@@ -186,7 +195,9 @@ def teacher_rollouts(loaded: LoadedModel, task: Task, examples: Sequence[Example
             records[example.id] = {
                 "id": example.id, "task": task.name, "teacher": run.teacher,
                 "prompt_ids": prompt_ids[example.id], "answer_ids": answer_ids,
-                "unmask_step": done.commit_step, "block_size": run.block_size,
+                "unmask_step": [step if step >= 0 else done.forwards - 1
+                                for step in done.commit_step],
+                "block_size": run.block_size,
                 "num_forwards": done.forwards, "correct": correct, "text": text,
                 "attempt": attempt, "temperature": temperature}
         pending = [example for example in pending if not records[example.id]["correct"]]
