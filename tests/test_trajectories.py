@@ -225,3 +225,21 @@ def test_bad_input_is_one_line(tmp_path, uninterrupted, arguments, message, requ
     assert result.exit_code == 2, result.output
     assert message in result.output and result.output.strip().count("\n") == 0
     assert "Traceback" not in result.output
+
+
+def test_a_student_rolls_out_its_own_parallel_order(tmp_path):
+    folder = tmp_path / "self"
+    result = invoke("--out", str(folder), "--model", "arith-d3", "--method", "multiblock",
+                    *CHEAP)
+    assert result.exit_code == 0, result.output
+    card = (folder / "README.md").read_text()
+    assert "method: multiblock" in card and "threshold: 0.3" in card  # the model's default
+    for row in dataset_rows(folder):
+        steps, forwards = row["unmask_step"], row["num_forwards"]
+        assert forwards < 64 and set(steps) <= set(range(forwards))
+        assert len(steps) > len(set(steps))  # several positions per forward
+    again = invoke("--out", str(folder), "--model", "arith-d3", "--method", "multiblock",
+                   "--threshold", "0.1", *CHEAP)
+    assert again.exit_code == 2 and "decoding" in again.output  # another run: refused
+    wrong = invoke("--out", str(tmp_path / "v"), "--threshold", "0.2", *CHEAP)
+    assert wrong.exit_code == 2 and "not vanilla" in wrong.output
