@@ -655,12 +655,23 @@ def aup(
     ] = 10,
     scale: Annotated[
         str,
-        typer.Option(metavar="percent|fraction", help="Accuracy scale of summary tables."),
+        typer.Option(metavar="percent|fraction", callback=one_of("percent", "fraction"),
+                     help="Accuracy scale of summary tables."),
     ] = "percent",
     output_format: Annotated[
         str,
-        typer.Option("--format", metavar="table|json|csv", help="json and csv carry every number."),
+        typer.Option("--format", metavar="table|markdown|json|csv",
+                     callback=one_of("table", "markdown", "json", "csv"),
+                     help="json and csv carry every number; markdown prints the tables as "
+                          "Markdown."),
     ] = "table",
+    bootstrap: Annotated[int | None, typer.Option(
+        min=1, metavar="N",
+        help="Per run (a curve in every file of one folder, one file per training seed): "
+             "median AUP over seeds with a 95 % interval from N resamples of seeds and "
+             "prompts, and ratios to the one-token curve.")] = None,
+    bootstrap_seed: Annotated[int, typer.Option(
+        help="Seed of the --bootstrap resampling.")] = 0,
     plot: Annotated[Path | None, typer.Option(help="Write accuracy-vs-TPF panels (PNG).")] = None,
     lm_eval_samples: Annotated[list[Path], typer.Option(
         help="lm-eval --log_samples output (files or folders): FILES are then the records "
@@ -684,14 +695,6 @@ def aup(
     from . import aup as metric
     from .harness_results import HarnessResultsError, joined_records
 
-    if scale not in metric.SCALES:
-        raise typer.BadParameter(
-            f"{scale!r} is not one of {', '.join(metric.SCALES)}", param_hint="--scale"
-        )
-    if output_format not in metric.FORMATS:
-        raise typer.BadParameter(
-            f"{output_format!r} is not one of {', '.join(metric.FORMATS)}", param_hint="--format"
-        )
     try:
         overrides = metric.parse_task_values(y_max, "--y-max")
         floors = metric.parse_task_values(floor, "--floor")
@@ -710,15 +713,27 @@ def aup(
             metric.plot(report, plot)
         except OSError as error:
             raise fail(f"cannot write plot {plot}: {error.strerror or error}") from None
+    tables, numbers = metric.text_tables(report), report.to_json()
+    if bootstrap:
+        if output_format == "csv":
+            raise fail("--bootstrap prints a table, markdown or json, not csv")
+        try:
+            runs = metric.bootstrap(curves, report.y_max, floors, bootstrap, bootstrap_seed)
+        except metric.AupInputError as error:
+            raise fail(str(error)) from None
+        tables, numbers = [metric.interval_table(runs, bootstrap)], metric.intervals_json(
+            runs, bootstrap)
     if output_format == "json":
-        typer.echo(json.dumps(report.to_json(), indent=2))
+        typer.echo(json.dumps(numbers, indent=2))
     elif output_format == "csv":
         typer.echo(report.to_csv(), nl=False)
+    elif output_format == "markdown":
+        typer.echo("\n\n".join(metric.markdown(text_table) for text_table in tables))
     else:
         out = Console()
         if not out.is_terminal:
             out = Console(width=200)
-        for text_table in metric.text_tables(report):
+        for text_table in tables:
             table = Table(title=text_table.title)
             for index, name in enumerate(text_table.columns):
                 right = index >= text_table.first_number_column
@@ -726,9 +741,10 @@ def aup(
             for row, end in zip(text_table.rows, text_table.section_ends, strict=True):
                 table.add_row(*map(escape, row), end_section=end)  # "[cache=…]" is no markup
             out.print(table)
-    for message in report.errors:
+    errors = [] if bootstrap else report.errors  # --bootstrap scores a curve's kept points
+    for message in errors:
         typer.echo(f"error: {message}", err=True)
-    if report.errors:
+    if errors:
         raise typer.Exit(1)
 
 

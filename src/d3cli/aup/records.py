@@ -11,11 +11,12 @@ A method run with two settings of another option (say `cache`) gives two curves,
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -39,6 +40,17 @@ class AupInputError(ValueError):
 
 
 @dataclass(frozen=True)
+class SampleRows:
+    """The scored records behind one point of a result file, in file order (what
+    `d3 aup --bootstrap` resamples)."""
+
+    ids: tuple[str, ...]
+    gen_tokens: tuple[float, ...]
+    forwards: tuple[float, ...]
+    correct: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class Curve:
     """The points of one method on one task, read from one file."""
 
@@ -47,6 +59,7 @@ class Curve:
     method: str
     points: tuple[Point, ...]
     model: str | None = None  # result files: the model that decoded every point
+    samples: tuple[SampleRows, ...] = ()  # result files: each point's records
 
 
 
@@ -68,19 +81,22 @@ def load(
 
 def load_file(path: Path, *, skip_first: int = SKIP_FIRST, scale: str = "percent",
               one_token_tpf: str = "measured") -> list[Curve]:
-    """Curves of one file: result JSONL, or a YAML/CSV summary table."""
-    suffix = path.suffix.lower()
+    """Curves of one file: result JSONL (or .jsonl.gz), or a YAML/CSV summary table."""
+    compressed = path.suffix.lower() == ".gz"
+    suffix = Path(path.stem).suffix.lower() if compressed else path.suffix.lower()
     if path.is_dir():
         raise AupInputError(f"{path}: is a folder; give result files (.jsonl) or summary "
                             "tables (.yaml, .yml, .csv)")
     if suffix not in (".jsonl", ".yaml", ".yml", ".csv"):
         raise AupInputError(
             f"{path}: unknown format {suffix or '(no extension)'!r}; "
-            "expected .jsonl (d3 decode results), .yaml, .yml or .csv (summary table)"
+            "expected .jsonl or .jsonl.gz (d3 decode results), .yaml, .yml or .csv "
+            "(summary table)"
         )
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        data = path.read_bytes()
+        text = (gzip.decompress(data) if compressed else data).decode("utf-8")
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise AupInputError(f"{path}: cannot read: {exc}") from None
     if not text.strip():
         raise AupInputError(f"{path}:1: empty file")
@@ -92,14 +108,18 @@ def load_file(path: Path, *, skip_first: int = SKIP_FIRST, scale: str = "percent
 
 @dataclass
 class _Group:
-    """Running sums of one (task, method, config) group of result records."""
+    """The scored records of one (task, model, method, config) group."""
 
     line: int
     seen: int = 0
-    samples: int = 0
-    gen_tokens: float = 0.0
-    forwards: float = 0.0
-    correct: float = 0.0
+    ids: list[str] = field(default_factory=list)
+    gen_tokens: list[float] = field(default_factory=list)
+    forwards: list[float] = field(default_factory=list)
+    correct: list[float] = field(default_factory=list)
+
+    def rows(self) -> SampleRows:
+        return SampleRows(tuple(self.ids), tuple(self.gen_tokens), tuple(self.forwards),
+                          tuple(self.correct))
 
 
 def json_object(path: Path, line: int, raw: str) -> dict:
@@ -153,34 +173,35 @@ def result_curves(path: Path, text: str, skip_first: int,
         group.seen += 1
         if group.seen <= skip_first:
             continue
-        group.samples += 1
-        group.gen_tokens += gen_tokens
-        group.forwards += forwards
-        group.correct += correct
+        group.ids.append(str(record.get("id", f"line {line}")))
+        group.gen_tokens.append(gen_tokens)
+        group.forwards.append(forwards)
+        group.correct.append(correct)
     if not groups:
         raise AupInputError(f"{path}:1: empty file")
-    curves: dict[tuple[str, str, str, str], list[Point]] = {}
+    curves: dict[tuple[str, str, str, str], list[tuple[Point, SampleRows]]] = {}
     for (task, model, method, config), group in groups.items():
         where = f"{path}:{group.line}: {model} {method} on {task} with config {config}"
-        if group.samples == 0:
+        if not group.ids:
             raise AupInputError(
                 f"{where}: all {group.seen} samples skipped by --skip-first {skip_first}"
             )
-        tpf = group.gen_tokens / group.forwards
+        tpf = sum(group.gen_tokens) / sum(group.forwards)
         if one_token_tpf == "nominal" and is_one_token_per_forward(method, json.loads(config)):
             tpf = 1.0
         if tpf <= 0:
             raise AupInputError(f"{where}: TPF is {tpf:g} (no generated tokens); must be > 0")
-        accuracy = 100.0 * group.correct / group.samples
-        point = Point(tpf, accuracy, config=config, samples=group.samples, line=group.line)
-        curves.setdefault((task, model, method, _fixed_options(config)), []).append(point)
+        accuracy = 100.0 * sum(group.correct) / len(group.ids)
+        point = Point(tpf, accuracy, config=config, samples=len(group.ids), line=group.line)
+        key = (task, model, method, _fixed_options(config))
+        curves.setdefault(key, []).append((point, group.rows()))
     settings: dict[tuple[str, str, str], list[str]] = {}
     for task, model, method, fixed in curves:
         settings.setdefault((task, model, method), []).append(fixed)
     return [
         Curve(str(path), task, _curve_name(method, fixed, settings[task, model, method]),
-              tuple(points), model)
-        for (task, model, method, fixed), points in curves.items()
+              tuple(point for point, _ in scored), model, tuple(rows for _, rows in scored))
+        for (task, model, method, fixed), scored in curves.items()
     ]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from .metric import ALPHA, AccuracyDropError, Point, aup_score, is_kept, sort_points, weight
 from .records import AupInputError, Curve, config_labels_of
 
-FORMATS = ("table", "json", "csv")
+FORMATS = ("table", "markdown", "json", "csv")
 
 
 @dataclass(frozen=True)
@@ -319,3 +319,14 @@ def _number_text(values: Mapping[str, float | None], task: str) -> str:
 def _config_labels(points: Sequence[Point]) -> list[str]:
     """`key=value` for the config keys that differ between a curve's points."""
     return config_labels_of([json.loads(point.config) if point.config else {} for point in points])
+
+
+def markdown(table: TextTable) -> str:
+    """The table as Markdown: its title in bold, then a pipe table."""
+    align = ["---:" if index >= table.first_number_column else "---"
+             for index in range(len(table.columns))]
+    lines = [f"**{table.title}**", "", "| " + " | ".join(table.columns) + " |",
+             "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
+              for row in table.rows]
+    return "\n".join(lines)
