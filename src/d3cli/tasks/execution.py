@@ -25,6 +25,7 @@ import os
 import random
 import re
 import secrets
+import select
 import signal
 import subprocess
 import sys
@@ -173,16 +174,32 @@ def launch(folder: Path, source: str, timeout_seconds: float, memory_bytes: int,
                  marshal.dumps(config).hex()],
                 env={"LANG": "C.UTF-8"}, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                 start_new_session=True)
-            try:
-                return process.wait(timeout=timeout_seconds)
-            except subprocess.TimeoutExpired:
-                process.terminate()  # the launcher ends the program and all it started
-                try:
-                    process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
-                return None
+            if exited(process, timeout_seconds):
+                return process.wait()
+            process.terminate()  # the launcher ends the program and all it started
+            if not exited(process, 5):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            return None
+
+
+def exited(process: subprocess.Popen, timeout_seconds: float) -> bool:
+    """Whether `process` ends within `timeout_seconds`; woken as it exits through a pidfd
+    where the kernel has them (`Popen.wait` polls, up to 50 ms late)."""
+    try:
+        pidfd = os.pidfd_open(process.pid)
+    except (AttributeError, OSError):
+        try:
+            process.wait(timeout=timeout_seconds)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        return bool(poller.poll(1000 * timeout_seconds))
+    finally:
+        os.close(pidfd)
 
 
 def _tail(path: Path, size: int = 4096) -> str:
