@@ -25,6 +25,7 @@ from d3cli.tasks.execution import (
     FOLDER_BYTES,
     OUTPUT_LIMIT_BYTES,
     announce_isolation,
+    candidate_modes,
     isolation,
     probe,
     run_program,
@@ -62,8 +63,8 @@ def capabilities(mode: str) -> frozenset[str] | str:
 
 def modes() -> list[str]:
     """The mode in force, then each weaker one."""
-    order = ["namespaces", "uid", "limits"] if ROOT else ["namespaces", "limits"]
-    return order[order.index(isolation().mode):]
+    order = candidate_modes()
+    return list(order[order.index(isolation().mode):])
 
 
 @dataclass(frozen=True)

@@ -270,11 +270,18 @@ def describe(mode: str, seen: tuple[int, int, bool, int], refused: list[str]) ->
             f"{network}; it can read, write and signal whatever uid {uid} can")
 
 
+def candidate_modes() -> tuple[str, ...]:
+    """The modes to try, strongest first: namespaces on Linux, a throwaway uid as root."""
+    if not sys.platform.startswith("linux"):
+        return ("limits",)
+    return ("namespaces", "uid", "limits") if os.geteuid() == 0 else ("namespaces", "limits")
+
+
 @functools.cache
 def isolation() -> Isolation:
     """The strongest isolation mode that runs a program here (probed once per process)."""
-    refused: list[str] = []
-    modes = ("namespaces", "uid", "limits") if os.geteuid() == 0 else ("namespaces", "limits")
+    modes = candidate_modes()
+    refused = [] if "namespaces" in modes else ["namespaces: Linux only"]
     for mode in modes:
         seen = probe(mode)
         if mode == "namespaces" and isinstance(seen, tuple) and (seen[1] != 1 or seen[2]):

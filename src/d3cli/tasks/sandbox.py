@@ -42,6 +42,7 @@ PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390
 LOCKED_FLAGS = {os.ST_NOEXEC: MS_NOEXEC, os.ST_NOATIME: MS_NOATIME,
                 os.ST_NODIRATIME: MS_NODIRATIME, os.ST_RELATIME: MS_RELATIME}
 SETUP_FAILED = 126
+LINUX = sys.platform.startswith("linux")  # elsewhere only the `limits` mode runs
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
@@ -147,7 +148,8 @@ def drop_privileges(uid: int | None) -> None:
         os.setgroups([])
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
-    check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    if LINUX:
+        check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
 
 
 def isolate_network() -> None:
@@ -161,12 +163,13 @@ def start_program(config: dict) -> None:
     """In the forked child: isolate, limit, drop privileges, exec the program."""
     if config["mode"] == "namespaces":
         build_root(config)
-    else:
+    elif LINUX:
         isolate_network()
     os.setsid()  # its own session and group: kill(0, ...) reaches only its own processes
     limit(config["limits"])
     drop_privileges(config["uid"])
-    check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "parent-death signal")
+    if LINUX:
+        check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "parent-death signal")
     os.chdir(config["work"])
     os.closerange(3, 1 << 16)
     python = config["python"]
