@@ -144,6 +144,7 @@ def test_the_adapter_prompts_and_reads_code_as_d3_decode_does(tmp_path):
     from d3cli.harness import D3LM
     from d3cli.runner import decode_examples
     from d3cli.tasks import get_task
+    from d3cli.tasks.execution import isolation
     from d3cli.tasks.harness_task import code_response
 
     model = tmp_path / "LLaDA-8B-Instruct"
@@ -155,10 +156,15 @@ def test_the_adapter_prompts_and_reads_code_as_d3_decode_does(tmp_path):
     requests = [Instance("generate_until", e.metadata["doc"],
                          (e.prompt, {"until": until, "max_gen_toks": 32}), 0,
                          ("humaneval", e.metadata["doc_id"], 1)) for e in examples]
+    adapter.records = tmp_path / "records.jsonl"
     texts = adapter.generate_until(requests)
     options = resolve_options("threshold", adapter.loaded.decoding, {"threshold": 0.3},
                               gen_length=32, block_size=32)
-    decoded = {r.id: r.output for r in decode_examples(adapter.loaded, task, examples,
-                                                       "threshold", options)}
+    results = list(decode_examples(adapter.loaded, task, examples, "threshold", options))
+    decoded = {r.id: r.output for r in results}
     assert texts == [code_response(e.prompt, decoded[e.id], e.metadata["doc"], until)
                      for e in examples]
+    # both paths record which isolation scored the code
+    records = [json.loads(line) for line in adapter.records.read_text().splitlines()]
+    assert {r["env"]["sandbox"] for r in records} == {r.env["sandbox"] for r in results} == {
+        isolation().description}

@@ -32,6 +32,7 @@ from .checkpoints import DEFAULT_MODEL, encode_prompt, load_model
 from .decode import DecodeOptions, noise_key, resolve_options
 from .runner import SampleResult, decode_answers, run_record, write_results
 from .tasks.code_eval import use_sandbox_for_code_eval
+from .tasks.execution import isolation
 from .tasks.harness_task import TASKS_FOLDER, code_response, cut_at, is_code_task
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,8 @@ class D3LM(LM):
         keys = [noise_key(options.seed, f"{request.task_name}/{identifier}")
                 for request, identifier in zip(requests, ids, strict=True)]
         run = run_record(loaded, "", self.method, options, self.batch_size, self.compile)
+        if "code" in kinds:
+            run["env"]["sandbox"] = isolation().description
         results = []
         for done, answer, text in decode_answers(loaded, prompts, keys, self.method, options,
                                                  self.batch_size, self.sync_every,

@@ -17,6 +17,7 @@ from .canvas import first_stop
 from .checkpoints import LoadedModel, encode_prompt
 from .decode import STRATEGIES, Decoded, DecodeOptions, decode_prompts, method_config, noise_key
 from .tasks import Example, Task
+from .tasks.execution import isolation
 
 
 class PromptsFileError(ValueError):
@@ -64,6 +65,8 @@ def decode_examples(loaded: LoadedModel, task: Task, examples: Sequence[Example]
     the row entering its slot until a host read found it done.
     """
     run = run_record(loaded, task.name, method, options, batch_size, compile)
+    if any(example.metadata.get("kind") == "code" for example in examples):
+        run["env"]["sandbox"] = isolation().description
     prompts = [prompt_ids(loaded, example, task.name) for example in examples]
     keys = [noise_key(options.seed, example.id) for example in examples]
     for done, answer, output in decode_answers(loaded, prompts, keys, method, options,

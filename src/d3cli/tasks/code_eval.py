@@ -4,8 +4,9 @@ lm-eval's HumanEval and MBPP tasks score through the `evaluate` package's ``code
 metric, which is fetched from the hub when the task is loaded and runs programs without a
 memory limit. `use_sandbox_for_code_eval` makes ``evaluate.load("code_eval")`` return
 `SandboxedCodeEval` instead: the same `compute` interface, each program run by
-`execution.run_program` (a separate process with time, memory and output limits and no
-network). It must run before a code task's module is imported.
+`execution.run_program` (isolated by the operating system where the kernel allows, with
+time, memory and output limits; building the metric prints which isolation is in force).
+It must run before a code task's module is imported.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from .execution import DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT_SECONDS, run_program
+from .execution import (
+    DEFAULT_MEMORY_BYTES,
+    DEFAULT_TIMEOUT_SECONDS,
+    announce_isolation,
+    run_program,
+)
 
 
 def pass_at_k(samples: int, passed: int, k: int) -> float:
@@ -31,6 +37,7 @@ class SandboxedCodeEval:
     def __init__(self, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
                  memory_bytes: int = DEFAULT_MEMORY_BYTES) -> None:
         self.timeout_seconds, self.memory_bytes = timeout_seconds, memory_bytes
+        announce_isolation()  # once per process, when a code task loads its metric
 
     def compute(self, references: Sequence[str], predictions: Sequence[Sequence[str]],
                 k: Sequence[int] = (1, 10, 100), **_: Any,
