@@ -610,3 +610,42 @@ def test_two_models_in_one_file_give_two_curves_never_one(tmp_path):
     result = runner.invoke(app, ["aup", str(path), "--skip-first", "0"])
     assert result.exit_code == 0, result.output
     assert "arith-d3" in result.stdout and "arith-teacher" in result.stdout
+
+
+def test_a_task_at_zero_accuracy_has_no_aup_and_no_traceback(tmp_path):
+    path = tmp_path / "zero.jsonl"
+    write_results(path, [record("multiblock", {"threshold": t}, 40, 10, False)
+                         for t in (0.1, 0.2) for _ in range(3)])
+    result = CliRunner().invoke(app, ["aup", str(path), "--skip-first", "0"])
+    assert result.exit_code == 1
+    assert "every point on arith is at 0 % accuracy; no AUP" in result.output
+    assert "Traceback" not in result.output
+    report = aup.build_report(aup.load([path], skip_first=0))
+    assert report.curves[0].reason == "every point on arith is at 0 % accuracy"
+    aup.plot(report, tmp_path / "zero.png")  # the legend says why, instead of failing
+
+
+def test_rows_without_a_score_are_left_out_and_counted(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    rows = [record("entropy", {"threshold": 0.5}, 40, 10, correct) for correct in
+            (True, None, False, None, True)]
+    write_results(path, rows)
+    result = CliRunner().invoke(app, ["aup", str(path), "--skip-first", "0",
+                                      "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert "left out 2 rows without a score" in result.output
+    point = json.loads(result.stdout)["curves"][0]["points"][0]
+    assert point["samples"] == 3 and point["accuracy"] == pytest.approx(200 / 3)
+    write_results(path, [record("entropy", {"threshold": 0.5}, 40, 10, None)] * 2)
+    result = CliRunner().invoke(app, ["aup", str(path), "--skip-first", "0"])
+    assert result.exit_code == 2 and "no scored sample (2 have 'correct': null" in result.output
+
+
+def test_piped_tables_fit_80_columns(tmp_path):
+    path = tmp_path / "r.jsonl"
+    write_results(path, [record("multiblock", {"threshold": t, "cache": "delayed",
+                                               "cache_delay": d}, 40, 10, True)
+                         for t in (0.1, 0.2) for d in (1, 2) for _ in range(2)])
+    result = CliRunner().invoke(app, ["aup", str(path), "--skip-first", "0"])
+    assert result.exit_code == 0, result.output
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80

@@ -713,6 +713,11 @@ def aup(
             metric.plot(report, plot)
         except OSError as error:
             raise fail(f"cannot write plot {plot}: {error.strerror or error}") from None
+    for source in dict.fromkeys(curve.source for curve in curves):
+        unscored = sum(curve.unscored for curve in curves if curve.source == source)
+        if unscored:
+            typer.echo(f"note: {source}: left out {unscored} rows without a score "
+                       "('correct': null)", err=True)
     tables, numbers = metric.text_tables(report), report.to_json()
     if bootstrap:
         if output_format == "csv":
@@ -732,7 +737,7 @@ def aup(
     else:
         out = Console()
         if not out.is_terminal:
-            out = Console(width=200)
+            out = Console(width=80)  # piped: cells wrap to 80 columns
         for text_table in tables:
             table = Table(title=text_table.title)
             for index, name in enumerate(text_table.columns):

@@ -60,9 +60,11 @@ def run_name(curve: Curve) -> str:
 
 def floored_aup(points: Sequence[Point], y_max: float, floor: float | None) -> float:
     """AUP over the points at or above `floor` that are within the drop limit of the first
-    of them; 0 when none is (nothing within the budget)."""
+    of them; 0 when none is (nothing within the budget) or every accuracy is 0."""
     above = [point for point in sort_points(points) if floor is None or point.accuracy >= floor]
-    return aup_score([p for p in above if is_kept(p, above[0])], y_max) if above else 0.0
+    if not above or y_max <= 0:
+        return 0.0
+    return aup_score([p for p in above if is_kept(p, above[0])], y_max)
 
 
 def point_draws(rows: SampleRows, columns: Mapping[str, int],

@@ -39,7 +39,7 @@ def plot(report: Report, path: Path) -> None:
             dropped = [s.point for s in curve.points if not s.kept]
             name = f"{curve.model}: {curve.method}" if curve.model else curve.method
             name = f"{name} [{Path(curve.source).stem}]" if several_files else name
-            score = "AUP error" if curve.aup is None else f"AUP {curve.aup:.1f}"
+            score = f"no AUP: {curve.reason}" if curve.aup is None else f"AUP {curve.aup:.1f}"
             (line,) = axis.plot(
                 [p.tpf for p in kept],
                 [p.accuracy for p in kept],

@@ -60,6 +60,7 @@ class Curve:
     points: tuple[Point, ...]
     model: str | None = None  # result files: the model that decoded every point
     samples: tuple[SampleRows, ...] = ()  # result files: each point's records
+    unscored: int = 0  # result records without a score (`correct: null`), left out
 
 
 
@@ -112,6 +113,7 @@ class _Group:
 
     line: int
     seen: int = 0
+    unscored: int = 0
     ids: list[str] = field(default_factory=list)
     gen_tokens: list[float] = field(default_factory=list)
     forwards: list[float] = field(default_factory=list)
@@ -159,19 +161,22 @@ def result_curves(path: Path, text: str, skip_first: int,
         config = json.dumps(record["config"], sort_keys=True, separators=(",", ":"))
         gen_tokens = _number(path, line, record["gen_tokens"], "gen_tokens")
         forwards = _number(path, line, record["forwards"], "forwards")
-        correct = record["correct"]
+        correct = record["correct"]  # None: a prompt without a reference answer
         if gen_tokens < 0:
             raise AupInputError(f"{path}:{line}: gen_tokens {gen_tokens:g} is negative")
         if forwards <= 0:
             raise AupInputError(f"{path}:{line}: forwards {forwards:g} must be > 0")
         if correct in (0, 1) and not isinstance(correct, float | str):
             correct = float(correct)  # true/false or 0/1
-        else:
-            raise AupInputError(f"{path}:{line}: field 'correct' must be true/false (or 0/1), "
-                                f"got {json.dumps(correct)}")
+        elif correct is not None:
+            raise AupInputError(f"{path}:{line}: field 'correct' must be true/false (or 0/1) "
+                                f"or null, got {json.dumps(correct)}")
         group = groups.setdefault((task, model, method, config), _Group(line=line))
         group.seen += 1
         if group.seen <= skip_first:
+            continue
+        if correct is None:
+            group.unscored += 1
             continue
         group.ids.append(str(record.get("id", f"line {line}")))
         group.gen_tokens.append(gen_tokens)
@@ -179,9 +184,12 @@ def result_curves(path: Path, text: str, skip_first: int,
         group.correct.append(correct)
     if not groups:
         raise AupInputError(f"{path}:1: empty file")
-    curves: dict[tuple[str, str, str, str], list[tuple[Point, SampleRows]]] = {}
+    curves: dict[tuple[str, str, str, str], list[tuple[Point, _Group]]] = {}
     for (task, model, method, config), group in groups.items():
         where = f"{path}:{group.line}: {model} {method} on {task} with config {config}"
+        if not group.ids and group.unscored:
+            raise AupInputError(f"{where}: no scored sample ({group.unscored} have "
+                                "'correct': null, no reference answer)")
         if not group.ids:
             raise AupInputError(
                 f"{where}: all {group.seen} samples skipped by --skip-first {skip_first}"
@@ -194,13 +202,15 @@ def result_curves(path: Path, text: str, skip_first: int,
         accuracy = 100.0 * sum(group.correct) / len(group.ids)
         point = Point(tpf, accuracy, config=config, samples=len(group.ids), line=group.line)
         key = (task, model, method, _fixed_options(config))
-        curves.setdefault(key, []).append((point, group.rows()))
+        curves.setdefault(key, []).append((point, group))
     settings: dict[tuple[str, str, str], list[str]] = {}
     for task, model, method, fixed in curves:
         settings.setdefault((task, model, method), []).append(fixed)
     return [
         Curve(str(path), task, _curve_name(method, fixed, settings[task, model, method]),
-              tuple(point for point, _ in scored), model, tuple(rows for _, rows in scored))
+              tuple(point for point, _ in scored), model,
+              tuple(group.rows() for _, group in scored),
+              sum(group.unscored for _, group in scored))
         for (task, model, method, fixed), scored in curves.items()
     ]
 

@@ -37,8 +37,9 @@ class CurveScore:
     y_max: float
     points: tuple[ScoredPoint, ...]  # sorted by TPF
     aup: float | None
-    error: str | None
+    error: str | None  # file:line: curve: reason; no AUP
     model: str | None = None
+    reason: str | None = None  # the error's reason alone (the plot's legend)
 
 
 @dataclass(frozen=True)
@@ -208,23 +209,31 @@ def build_report(
 def _score_curve(curve: Curve, y_max: float, alpha: float, floor: float | None) -> CurveScore:
     ordered = sort_points(curve.points)
     above = [point for point in ordered if floor is None or point.accuracy >= floor]
+    if y_max <= 0:  # W(y) = exp(-α(1 - y/y_max)) has no value
+        points = tuple(ScoredPoint(point, 0.0, False) for point in ordered)
+        return _no_aup(curve, y_max, points, ordered[0].line,
+                       f"every point on {curve.task} is at 0 % accuracy")
     points = tuple(
         ScoredPoint(point, weight(point.accuracy, y_max, alpha),
                     point in above and is_kept(point, above[0]))
         for point in ordered
     )
-    value, error = None, None
     if not above:
-        error = (f"{curve.source}:{ordered[0].line}: {curve.method} on {curve.task}: every "
-                 f"point is below the floor {floor:g}; no AUP")
-    else:
-        try:
-            value = aup_score(above, y_max, alpha)
-        except AccuracyDropError as exc:
-            error = (f"{curve.source}:{exc.last.line}: {curve.method} on {curve.task}: {exc}; "
-                     "no AUP")
-    return CurveScore(curve.source, curve.task, curve.method, y_max, points, value, error,
+        return _no_aup(curve, y_max, points, ordered[0].line,
+                       f"every point is below the floor {floor:g}")
+    try:
+        value = aup_score(above, y_max, alpha)
+    except AccuracyDropError as exc:
+        return _no_aup(curve, y_max, points, exc.last.line, str(exc))
+    return CurveScore(curve.source, curve.task, curve.method, y_max, points, value, None,
                       curve.model)
+
+
+def _no_aup(curve: Curve, y_max: float, points: tuple[ScoredPoint, ...], line: int,
+            reason: str) -> CurveScore:
+    error = f"{curve.source}:{line}: {curve.method} on {curve.task}: {reason}; no AUP"
+    return CurveScore(curve.source, curve.task, curve.method, y_max, points, None, error,
+                      curve.model, reason)
 
 
 def _averages(scores: Sequence[CurveScore]) -> list[MethodAverage]:
