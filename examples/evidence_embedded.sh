@@ -4,12 +4,15 @@
 #
 # Usage: bash examples/evidence_embedded.sh STAGE [OUT]      (OUT defaults to runs/evidence)
 #   protocol  distill length against AUP on the validation split (choose EPOCHS, PROMPTS)
+#   teacher-validation  the teacher's one-token point on the validation split
 #   rows      every row of the table at its seeds, decoded on the test split
 #   shipped   the decoding ablations of the shipped student, on the test split
 #   records   copy the records (gzip) into examples/results/evidence/, one folder per row
 #   table     the table: d3 aup --bootstrap over those records
 # Every step resumes when the script is run again (d3 skips finished work).
-# Knobs: SEEDS (headline rows, default 0-4), FEW_SEEDS (other rows, 0-2), EPOCHS, PROMPTS.
+# Knobs: SEEDS (headline rows, default 0-4), FEW_SEEDS (other rows, 0-2), EPOCHS, PROMPTS;
+# PROTOCOL_SEEDS and SETTINGS for the protocol. Stages can run side by side on disjoint
+# seeds (e.g. SEEDS=0 and SEEDS=1 in two shells, OMP_NUM_THREADS=1 each).
 set -euo pipefail
 
 STAGE=${1:?usage: evidence_embedded.sh protocol|rows|shipped|records|table [OUT]}
@@ -86,7 +89,7 @@ protocol)  # SETTINGS: "PROMPTS EPOCHS" pairs (PROMPTS a multiple of the 256-pro
   # or 4000); those below 4000 train on the first chunks of the same rollout.
   SETTINGS=${SETTINGS:-"2048 6,2048 12,4000 3,4000 6,4000 12"}
   IFS=, read -r -a settings <<< "$SETTINGS"
-  for seed in 0 1; do
+  for seed in ${PROTOCOL_SEEDS:-0 1}; do
     for setting in "${settings[@]}"; do
       read -r count epochs <<< "$setting"
       last_chunk=$(printf "%s/part-%07d-%07d.parquet" "$TEACHER_TRAJ" $((count - 256)) "$count")
@@ -96,6 +99,8 @@ protocol)  # SETTINGS: "PROMPTS EPOCHS" pairs (PROMPTS a multiple of the 256-pro
       d3_sweep "$model" "$OUT/protocol/p$count-e$epochs/seed$seed.jsonl" validation
     done
   done
+  ;;
+teacher-validation)
   d3 decode --model arith-teacher --split validation --method vanilla --batch-size "$BATCH" \
             --out "$OUT/protocol/teacher/results.jsonl"
   ;;
