@@ -7,15 +7,17 @@
 #   teacher-validation  the teacher's one-token point on the validation split
 #   rows      every row of the table at its seeds, decoded on the test split
 #   shipped   the decoding ablations of the shipped student, on the test split
-#   records   copy the records (gzip) into examples/results/evidence/, one folder per row
-#   table     the table: d3 aup --bootstrap over those records
-# Every step resumes when the script is run again (d3 skips finished work).
+#   table     the table: d3 aup --bootstrap over the records
+# A finished (row, seed) leaves its records, gzip-compressed, in RECORDS (the repository's
+# examples/results/evidence/), and is skipped from then on, so the work can be spread over
+# several sittings: students and rollouts live in OUT only until their records are written.
+# The teacher's trajectories are kept beside the records (650 KB) and reused.
 # Knobs: SEEDS (headline rows, default 0-4), FEW_SEEDS (other rows, 0-2), EPOCHS, PROMPTS;
 # PROTOCOL_SEEDS and SETTINGS for the protocol. Stages can run side by side on disjoint
 # seeds (e.g. SEEDS=0 and SEEDS=1 in two shells, OMP_NUM_THREADS=1 each).
 set -euo pipefail
 
-STAGE=${1:?usage: evidence_embedded.sh protocol|rows|shipped|records|table [OUT]}
+STAGE=${1:?usage: evidence_embedded.sh protocol|teacher-validation|rows|shipped|table [OUT]}
 OUT=${2:-runs/evidence}
 SEEDS=${SEEDS:-0 1 2 3 4}
 FEW_SEEDS=${FEW_SEEDS:-0 1 2}
@@ -34,14 +36,24 @@ FLOOR=${FLOOR:-}                          # e.g. arith=92.2: the loss budget
 # epochs, one over three) scaled to the embedded teacher's blocks of 16.
 windows() { case $1 in 3) echo 8,12,16 ;; *) echo 8,8,12,12,16,16 ;; esac; }
 
-trajectories() {  # trajectories FOLDER COUNT [options]: the first COUNT training prompts
-  local folder=$1 count=$2
-  shift 2
-  d3 trajectories --num "$count" --out "$folder" --batch-size "$BATCH" "$@"
+trajectories() {  # trajectories FOLDER [options]: 4,000 training prompts rolled out
+  local folder=$1
+  shift
+  d3 trajectories --num 4000 --out "$folder" --batch-size "$BATCH" "$@"
+}
+
+teacher_trajectories() {  # the teacher's rollout, kept beside the records once complete
+  local kept="$RECORDS/trajectories"
+  if [ ! -e "$kept/part-0003840-0004000.parquet" ]; then
+    trajectories "$OUT/trajectories" > /dev/null
+    mkdir -p "$kept"
+    cp "$OUT"/trajectories/README.md "$OUT"/trajectories/part-*.parquet "$kept/"
+  fi
+  echo "$kept"
 }
 
 subset() {  # subset FOLDER COUNT: a folder holding the first COUNT prompts' chunks of FOLDER
-  local folder=$1 count=$2 target="$1-$2"
+  local folder=$1 count=$2 target="$OUT/$(basename "$1")-$2"
   mkdir -p "$target"
   cp "$folder/README.md" "$target/"
   for part in "$folder"/part-*.parquet; do
@@ -71,7 +83,7 @@ sweep() {  # sweep MODEL RESULTS SPLIT METHOD [decode options]: the method's swe
   mkdir -p "$(dirname "$results")"
   for point in $points; do
     d3 decode --model "$model" --split "$split" --method "$method" --threshold "$point" \
-              --batch-size "$BATCH" --out "$results" "$@"
+              --batch-size "$BATCH" --out "$results" "$@" > /dev/null
   done
 }
 
@@ -81,83 +93,108 @@ d3_sweep() {  # d3_sweep MODEL RESULTS SPLIT [decode options]
   sweep "$model" "$results" "$split" multiblock --blocks 4 --block-add-threshold "$BLOCK_ADD" "$@"
 }
 
+done_or() {  # done_or RECORD: true when RECORD (relative to RECORDS, .jsonl) is kept already
+  [ -e "$RECORDS/$1.gz" ]
+}
+
+keep() {  # keep RECORD: the finished run's results, compressed into RECORDS
+  mkdir -p "$(dirname "$RECORDS/$1")"
+  gzip -9 -n -c "$OUT/$1" > "$RECORDS/$1.gz.tmp"
+  mv "$RECORDS/$1.gz.tmp" "$RECORDS/$1.gz"
+}
+
 mkdir -p "$OUT/logs" "$OUT/students"
-TEACHER_TRAJ="$OUT/trajectories"
 
 case $STAGE in
-protocol)  # SETTINGS: "PROMPTS EPOCHS" pairs (PROMPTS a multiple of the 256-prompt chunks,
-  # or 4000); those below 4000 train on the first chunks of the same rollout.
+protocol)  # SETTINGS: "PROMPTS EPOCHS" pairs, PROMPTS a multiple of the 256-prompt chunks
   SETTINGS=${SETTINGS:-"2048 6,2048 12,4000 3,4000 6,4000 12"}
   IFS=, read -r -a settings <<< "$SETTINGS"
   for seed in ${PROTOCOL_SEEDS:-0 1}; do
     for setting in "${settings[@]}"; do
       read -r count epochs <<< "$setting"
-      last_chunk=$(printf "%s/part-%07d-%07d.parquet" "$TEACHER_TRAJ" $((count - 256)) "$count")
-      [ "$count" != 4000 ] && [ -e "$last_chunk" ] || trajectories "$TEACHER_TRAJ" 4000
-      traj=$(subset "$TEACHER_TRAJ" "$count")
+      record="protocol/p$count-e$epochs/seed$seed.jsonl"
+      done_or "$record" && continue
+      traj=$(subset "$(teacher_trajectories)" "$count")
       model=$(EPOCHS=$epochs student "d3-p$count-e$epochs" "$seed" "$traj" d3)
-      d3_sweep "$model" "$OUT/protocol/p$count-e$epochs/seed$seed.jsonl" validation
+      d3_sweep "$model" "$OUT/$record" validation
+      keep "$record"
     done
   done
   ;;
 teacher-validation)
-  d3 decode --model arith-teacher --split validation --method vanilla --batch-size "$BATCH" \
-            --out "$OUT/protocol/teacher/results.jsonl"
+  record=protocol/teacher/results.jsonl
+  done_or $record || {
+    d3 decode --model arith-teacher --split validation --method vanilla \
+              --batch-size "$BATCH" --out "$OUT/$record" > /dev/null
+    keep $record
+  }
   ;;
 rows)
-  trajectories "$TEACHER_TRAJ" 4000
-  traj=$(subset "$TEACHER_TRAJ" "$PROMPTS")
-  test_results() { echo "$OUT/rows/$1/seed$2.jsonl"; }
-  d3 decode --model arith-teacher --method vanilla --batch-size "$BATCH" \
-            --out "$OUT/rows/teacher-vanilla/results.jsonl"
-  sweep arith-teacher "$OUT/rows/teacher-threshold/results.jsonl" test threshold --cache dual
+  traj=$(subset "$(teacher_trajectories)" "$PROMPTS")
+  done_or rows/teacher-vanilla/results.jsonl || {
+    d3 decode --model arith-teacher --method vanilla --batch-size "$BATCH" \
+              --out "$OUT/rows/teacher-vanilla/results.jsonl" > /dev/null
+    keep rows/teacher-vanilla/results.jsonl
+  }
+  done_or rows/teacher-threshold/results.jsonl || {
+    sweep arith-teacher "$OUT/rows/teacher-threshold/results.jsonl" test threshold --cache dual
+    keep rows/teacher-threshold/results.jsonl
+  }
   for seed in $SEEDS; do
-    model=$(student d3 "$seed" "$traj" d3)
-    d3_sweep "$model" "$(test_results d3 "$seed")" test
-    d3_sweep "$model" "$OUT/validation/d3/seed$seed.jsonl" validation
-    model=$(student d3-random-masks "$seed" "$traj" d3 --masks random)
-    d3_sweep "$model" "$(test_results d3-random-masks "$seed")" test
-    d3_sweep "$model" "$OUT/validation/d3-random-masks/seed$seed.jsonl" validation
-    model=$(student dparallel "$seed" "$traj" dparallel)
-    sweep "$model" "$(test_results dparallel "$seed")" test entropy
+    for variant in "d3 d3" "d3-random-masks d3 --masks random" "dparallel dparallel"; do
+      read -r name recipe switches <<< "$variant"
+      done_or "rows/$name/seed$seed.jsonl" && continue
+      # shellcheck disable=SC2086  # the switches are several words
+      model=$(student "$name" "$seed" "$traj" "$recipe" $switches)
+      if [ "$recipe" = dparallel ]; then
+        sweep "$model" "$OUT/rows/$name/seed$seed.jsonl" test entropy
+      else
+        d3_sweep "$model" "$OUT/rows/$name/seed$seed.jsonl" test
+        d3_sweep "$model" "$OUT/validation/$name/seed$seed.jsonl" validation
+        keep "validation/$name/seed$seed.jsonl"
+      fi
+      keep "rows/$name/seed$seed.jsonl"
+    done
     # Beyond the paper: the d3 student's own multi-block order, then the recipe again on it.
-    trajectories "$OUT/self-trajectories-seed$seed" "$PROMPTS" \
-                 --model "$OUT/students/d3-seed$seed" --method multiblock
-    model=$(student d3-self-trajectories "$seed" "$OUT/self-trajectories-seed$seed" d3)
-    d3_sweep "$model" "$(test_results d3-self-trajectories "$seed")" test
+    done_or "rows/d3-self-trajectories/seed$seed.jsonl" || {
+      model=$(student d3 "$seed" "$traj" d3)
+      trajectories "$OUT/self-trajectories-seed$seed" --model "$model" --method multiblock \
+        > /dev/null
+      model=$(student d3-self-trajectories "$seed" "$OUT/self-trajectories-seed$seed" d3)
+      d3_sweep "$model" "$OUT/rows/d3-self-trajectories/seed$seed.jsonl" test
+      keep "rows/d3-self-trajectories/seed$seed.jsonl"
+    }
   done
-  trajectories "$OUT/trajectories-block8" "$PROMPTS" --block-size 8
   for seed in $FEW_SEEDS; do
     for ablation in "no-noise-schedule --no-noise-schedule" \
                     "windows-of-16 --window-schedule 16" \
                     "no-complementary --no-complementary" \
-                    "no-entropy --entropy-weight 0"; do
-      read -r name switch <<< "$ablation"
-      # shellcheck disable=SC2086  # the switch is one or two words
-      model=$(student "d3-$name" "$seed" "$traj" d3 $switch)
-      d3_sweep "$model" "$(test_results "d3-$name" "$seed")" test
+                    "no-entropy --entropy-weight 0" \
+                    "teacher-blocks-of-8"; do
+      read -r name switch value <<< "$ablation"
+      done_or "rows/d3-$name/seed$seed.jsonl" && continue
+      source_traj=$traj
+      if [ "$name" = teacher-blocks-of-8 ]; then  # the teacher rolled out in blocks of 8
+        trajectories "$OUT/trajectories-block8" --block-size 8 > /dev/null
+        source_traj=$(subset "$OUT/trajectories-block8" "$PROMPTS")
+      fi
+      # shellcheck disable=SC2086  # no switch, or one with its value
+      model=$(student "d3-$name" "$seed" "$source_traj" d3 $switch $value)
+      d3_sweep "$model" "$OUT/rows/d3-$name/seed$seed.jsonl" test
+      keep "rows/d3-$name/seed$seed.jsonl"
     done
-    model=$(student d3-teacher-blocks-of-8 "$seed" "$OUT/trajectories-block8" d3)
-    d3_sweep "$model" "$(test_results d3-teacher-blocks-of-8 "$seed")" test
   done
   ;;
 shipped)
-  for ablation in "one-block --blocks 1" "no-early-stop --no-early-stop" \
-                  "delayed-cache --cache delayed"; do
-    read -r name switch value <<< "$ablation"
+  for ablation in "arith-d3 --blocks 4" "arith-d3-one-block --blocks 1" \
+                  "arith-d3-no-early-stop --blocks 4 --no-early-stop" \
+                  "arith-d3-delayed-cache --blocks 4 --cache delayed"; do
+    read -r name switches <<< "$ablation"
+    record="rows/$name/results.jsonl"
+    done_or "$record" && continue
     # shellcheck disable=SC2086
-    sweep arith-d3 "$OUT/rows/arith-d3-$name/results.jsonl" test multiblock $switch $value \
-          --block-add-threshold "$BLOCK_ADD"
-  done
-  sweep arith-d3 "$OUT/rows/arith-d3/results.jsonl" test multiblock --blocks 4 \
-        --block-add-threshold "$BLOCK_ADD"
-  ;;
-records)
-  for file in "$OUT"/rows/*/*.jsonl "$OUT"/validation/*/*.jsonl "$OUT"/protocol/*/*.jsonl; do
-    [ -e "$file" ] || continue
-    relative=${file#"$OUT"/}
-    mkdir -p "$RECORDS/$(dirname "$relative")"
-    gzip -9 -n -c "$file" > "$RECORDS/$relative.gz"
+    sweep arith-d3 "$OUT/$record" test multiblock $switches --block-add-threshold "$BLOCK_ADD"
+    keep "$record"
   done
   ;;
 table)
