@@ -168,3 +168,64 @@ def test_the_adapter_prompts_and_reads_code_as_d3_decode_does(tmp_path):
     records = [json.loads(line) for line in adapter.records.read_text().splitlines()]
     assert {r["env"]["sandbox"] for r in records} == {r.env["sandbox"] for r in results} == {
         isolation().description}
+
+
+def local_task_yaml(folder: Path, data: Path) -> None:
+    """The documented route to local data: lm-eval's own config, included, on a JSON file."""
+    import lm_eval
+
+    config = Path(lm_eval.__file__).parent / "tasks" / "gsm8k" / "gsm8k-cot-zeroshot.yaml"
+    (folder / "gsm8k_local.yaml").write_text(
+        f"include: {config}\ntask: gsm8k_local\ndataset_path: json\ndataset_name: null\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
+        "training_split: null\nfewshot_split: null\n")
+
+
+def test_a_task_yaml_on_local_data_runs_under_include_path(tmp_path):
+    from lm_eval.evaluator import simple_evaluate
+    from lm_eval.tasks import TaskManager
+    from test_families import write_llada
+
+    from d3cli.harness import D3LM
+
+    model = tmp_path / "LLaDA-8B-Instruct"
+    write_llada(model)
+    data = tmp_path / "mine.jsonl"
+    data.write_text("".join(json.dumps({"question": f"What is {n} + 1?",
+                                        "answer": f"{n} + 1 = {n + 1}\n#### {n + 1}"}) + "\n"
+                            for n in range(3)))
+    local_task_yaml(tmp_path, data)
+    records = tmp_path / "records.jsonl"
+    adapter = D3LM(pretrained=str(model), method="threshold", threshold=0.3, batch_size=4,
+                   records=str(records), device="cpu")
+    manager = TaskManager(include_path=str(tmp_path), include_defaults=False)
+    results = simple_evaluate(model=adapter, tasks=["gsm8k_local"], task_manager=manager,
+                              gen_kwargs={"max_gen_toks": 32})
+    assert results["n-samples"]["gsm8k_local"]["effective"] == 3
+    assert sorted(json.loads(line)["id"] for line in records.read_text().splitlines()) == [
+        "0", "1", "2"]
+
+
+def test_a_misspelled_model_arg_is_named_before_any_load():
+    from d3cli.harness import D3LM, HarnessError
+
+    with pytest.raises(HarnessError, match="'treshold' is not an option of multiblock "
+                                           r"\(did you mean 'threshold'\?\)"):
+        D3LM(pretrained="no/such-model", treshold=0.3)
+
+
+def test_d3_lm_eval_errors_are_one_line(tmp_path, monkeypatch, capsys):
+    """The harness's command line ends in one line, exit 2, where d3 cannot load what it was
+    given (here a model folder that does not exist; lm-eval's task index is not built)."""
+    import lm_eval.__main__
+
+    from d3cli.checkpoints import load_model
+    from d3cli.harness import main
+
+    monkeypatch.setattr(lm_eval.__main__, "cli_evaluate",
+                        lambda: load_model(str(tmp_path / "none"), device="cpu"))
+    monkeypatch.setattr(sys, "argv", ["d3-lm-eval", "run", "--model", "d3"])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().startswith(f"error: model '{tmp_path / 'none'}'")

@@ -17,6 +17,7 @@ harness's own command line, with d3's model and the `d3_arith` task registered).
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 import sys
@@ -29,7 +30,7 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 from .checkpoints import DEFAULT_MODEL, encode_prompt, load_model
-from .decode import DecodeOptions, noise_key, resolve_options
+from .decode import METHOD_OPTIONS, DecodeOptions, noise_key, resolve_options
 from .runner import SampleResult, decode_answers, run_record, write_results
 from .tasks.code_eval import use_sandbox_for_code_eval
 from .tasks.execution import isolation
@@ -52,6 +53,7 @@ class D3LM(LM):
                  records: str | None = None, sync_every: int = 1, compile: bool = False,
                  max_batch_size: int | None = None, **options: Any) -> None:
         super().__init__()
+        check_keys(method, options)  # before loading: a typo costs no 8 B load
         if str(batch_size).startswith("auto"):
             raise HarnessError("batch_size auto is not supported by d3: give a number")
         if device and device.startswith("cuda") and not torch.cuda.is_available():
@@ -138,6 +140,19 @@ class D3LM(LM):
                            "supported")
 
 
+def check_keys(method: str, options: dict[str, Any]) -> None:
+    """Every `model_args` key beyond the adapter's own is an option of `method` or a run
+    setting; a misspelled one is named with the closest known key."""
+    if method not in METHOD_OPTIONS:
+        raise HarnessError(f"unknown method {method!r}; known: {', '.join(METHOD_OPTIONS)}")
+    known = [*METHOD_OPTIONS[method], *RUN_SETTINGS]
+    for key in options:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise HarnessError(f"model_args key {key!r} is not an option of {method}{hint}")
+
+
 def sample_id(request: Instance) -> str:
     """The record id of a request: the harness's doc id."""
     return str(request.doc_id)
@@ -152,4 +167,9 @@ def main() -> None:
     if "--include_path" not in arguments and arguments[:1] not in (["ls"], ["list"]):
         arguments += ["--include_path", str(TASKS_FOLDER)]
     sys.argv = [sys.argv[0], *arguments]
-    cli_evaluate()
+    try:
+        cli_evaluate()
+    except (ValueError, OSError, ConnectionError) as error:  # bad model_args, model, data
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"error: {first}", file=sys.stderr)
+        sys.exit(2)
