@@ -147,9 +147,8 @@ def unmask_steps(states: np.ndarray, mask_id: int, one_per_step: bool) -> np.nda
     return masked.sum(0)
 
 
-def nested_lists(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A list<list<int>> column as (record → state offsets, state → token offsets, tokens)."""
-    records = column.combine_chunks()
+def nested_lists(records: pa.ListArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A list<list<int>> array as (record → state offsets, state → token offsets, tokens)."""
     if records.null_count:
         raise ValueError("a trajectory is null")
     states = records.values
@@ -157,9 +156,8 @@ def nested_lists(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.nd
             states.values.to_numpy(zero_copy_only=False))
 
 
-def flat_lists(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """A list<int> column as (record → token offsets, tokens)."""
-    records = column.combine_chunks()
+def flat_lists(records: pa.ListArray) -> tuple[np.ndarray, np.ndarray]:
+    """A list<int> array as (record → token offsets, tokens)."""
     return records.offsets.to_numpy(), records.values.to_numpy(zero_copy_only=False)
 
 
@@ -180,13 +178,19 @@ class Converter:
 
     def records(self, table: pa.Table, first_row: int) -> list[dict[str, Any]]:
         """The d3 records of `table`, whose first record is row `first_row` of the source."""
-        record_states, state_tokens, tokens = nested_lists(table.column("trajectory"))
-        prompt_offsets, prompt_tokens = flat_lists(table.column("prompt_ids"))
-        final = (flat_lists(table.column("final_output"))
-                 if "final_output" in table.column_names else None)
-        indices, correct = table.column("idx").to_pylist(), table.column("is_correct").to_pylist()
+        converted: list[dict[str, Any]] = []
+        for batch in table.to_batches():  # contiguous arrays, read without copies
+            converted += self.batch_records(batch, first_row + len(converted))
+        return converted
+
+    def batch_records(self, batch: pa.RecordBatch, first_row: int) -> list[dict[str, Any]]:
+        record_states, state_tokens, tokens = nested_lists(batch.column("trajectory"))
+        prompt_offsets, prompt_tokens = flat_lists(batch.column("prompt_ids"))
+        final = (flat_lists(batch.column("final_output"))
+                 if "final_output" in batch.schema.names else None)
+        indices, correct = batch.column("idx").to_pylist(), batch.column("is_correct").to_pylist()
         converted = []
-        for row in range(table.num_rows):
+        for row in range(batch.num_rows):
             start, end = record_states[row], record_states[row + 1]
             prompt = prompt_tokens[prompt_offsets[row]:prompt_offsets[row + 1]]
             final_output = (final[1][final[0][row]:final[0][row + 1]]
