@@ -137,6 +137,10 @@ def other_prompt(row):
     row["prompt_ids"] = row["prompt_ids"][1:]
 
 
+def no_states(row):
+    row["trajectory"] = None
+
+
 @pytest.mark.parametrize("corrupt, message", [
     (remask, r"state 5 re-masks answer position \d+"),
     (shorten, "state 7 has {L1} tokens, state 0 {L}"),
@@ -146,6 +150,7 @@ def other_prompt(row):
     (rewrite, "state 10 holds another token at answer position 0 than the final state"),
     (changed_prompt, "state 3 does not start with prompt_ids"),
     (other_prompt, "its states hold {L} tokens, not the {P1}-token prompt"),
+    (no_states, "its trajectory has no state"),
 ])
 def test_a_bad_record_is_refused_by_name(rollouts, teacher, imported_teacher, tmp_path,
                                          corrupt, message):

@@ -148,9 +148,8 @@ def unmask_steps(states: np.ndarray, mask_id: int, one_per_step: bool) -> np.nda
 
 
 def nested_lists(records: pa.ListArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A list<list<int>> array as (record → state offsets, state → token offsets, tokens)."""
-    if records.null_count:
-        raise ValueError("a trajectory is null")
+    """A list<list<int>> array as (record → state offsets, state → token offsets, tokens);
+    a null record has no state."""
     states = records.values
     return (records.offsets.to_numpy(), states.offsets.to_numpy(),
             states.values.to_numpy(zero_copy_only=False))
