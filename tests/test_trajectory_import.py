@@ -193,7 +193,7 @@ def test_a_source_without_the_reference_fields_is_refused(imported_teacher, tmp_
     source = write_jsonl([{"idx": 0, "prompt_ids": [1], "is_correct": True}],
                          tmp_path / "plain.jsonl")
     with pytest.raises(TrajectoryImportError, match="lacks the field 'trajectory'"):
-        run_import(source, tmp_path / "out", imported_teacher)
+        import_trajectories(source, tmp_path / "out", imported_teacher, 16)  # before reading
     assert not (tmp_path / "out").exists()
 
 

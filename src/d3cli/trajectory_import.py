@@ -245,12 +245,19 @@ def state_matrix(offsets: np.ndarray, tokens: np.ndarray) -> np.ndarray:
 def import_trajectories(source: str, out: Path, teacher: Teacher, block_size: int,
                         chunk_size: int = 256, one_per_step: bool = True, split: str = "train",
                         gen_length: int = 256) -> Iterator[tuple[tuple[int, int], bool]]:
-    """Convert `source` into the trajectory folder `out`, chunk by chunk; yields each chunk
-    and whether it was converted now (False: written by an earlier run)."""
+    """Open `source` and prepare the trajectory folder `out` now (bad input fails here),
+    then convert chunk by chunk as the returned iterator is read: it yields each chunk and
+    whether it was converted now (False: written by an earlier run)."""
     stream = open_source(source, split)
     prepare_folder(out, import_run(source, teacher, gen_length, block_size, chunk_size,
                                    one_per_step))
-    converter = Converter(source, teacher, gen_length, block_size, one_per_step)
+    return convert_chunks(stream, out, Converter(source, teacher, gen_length, block_size,
+                                                 one_per_step), chunk_size)
+
+
+def convert_chunks(stream, out: Path, converter: Converter,
+                   chunk_size: int) -> Iterator[tuple[tuple[int, int], bool]]:
+    """Write each chunk of `stream` not yet in `out`; yield every chunk and whether it was."""
     start = 0
     for table in stream.with_format("arrow").iter(batch_size=chunk_size):
         chunk = (start, start + table.num_rows)
