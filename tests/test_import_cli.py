@@ -10,21 +10,16 @@ from test_targets import ROWS, hand_made_folder, write_rows
 from typer.testing import CliRunner
 
 from d3cli.cli import app
-from d3cli.trajectories import TrajectoryRun, load_trajectories, teacher_rollouts
+from d3cli.trajectories import load_trajectories
 from d3cli.trajectory_import import reference_layout
 
 
 @pytest.fixture(scope="module")
-def reference_file(teacher, arith, tmp_path_factory):
-    run = TrajectoryRun(teacher="arith-teacher", source="arith", num_prompts=0, gen_length=64,
-                        block_size=teacher.spec.block_size, attempts=1, keep_incorrect=True,
-                        chunk_size=8, seed=0, vocab_size=teacher.model.config.vocab_size,
-                        mask_token_id=teacher.spec.mask_token_id)
-    records = teacher_rollouts(teacher, arith, arith.train_examples(3), run, 3)
-    rows = [reference_layout(record, teacher.spec.mask_token_id) for record in records]
+def reference_file(rollouts, teacher, tmp_path_factory):
+    rows = [reference_layout(record, teacher.spec.mask_token_id) for record in rollouts]
     path = tmp_path_factory.mktemp("reference") / "llada_32.parquet"
     datasets.Dataset.from_list(rows).to_parquet(str(path))
-    return path, records
+    return path, rollouts
 
 
 def invoke(*arguments: str):
@@ -37,13 +32,13 @@ def test_import_writes_the_rollouts_and_resumes(reference_file, tmp_path):
                "--gen-length", "64", "--chunk-size", "2")
     result = invoke(*command)
     assert result.exit_code == 0, result.output
-    assert "imported 3 records" in " ".join(result.output.split())
+    assert "imported 5 records" in " ".join(result.output.split())
     imported = load_trajectories(tmp_path / "out").to_list()
     assert [row["unmask_step"] for row in imported] == [r["unmask_step"] for r in records]
     again = invoke(*command)
     said = " ".join(again.output.split())
     assert again.exit_code == 0 and "imported 0 records" in said
-    assert "3 were already there" in said
+    assert "5 were already there" in said
 
 
 def test_import_errors_are_one_line(reference_file, tmp_path):

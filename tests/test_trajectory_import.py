@@ -12,10 +12,8 @@ import pytest
 from d3cli.trajectories import (
     IMPORTED,
     TrajectoryFolderError,
-    TrajectoryRun,
     load_trajectories,
     read_card,
-    teacher_rollouts,
 )
 from d3cli.trajectory_import import (
     TrajectoryImportError,
@@ -27,15 +25,6 @@ from d3cli.trajectory_import import (
 
 FORMAT = ("prompt_ids", "answer_ids", "unmask_step", "correct", "num_forwards", "block_size",
           "teacher", "text")
-
-
-@pytest.fixture(scope="module")
-def rollouts(teacher, arith):
-    run = TrajectoryRun(teacher="arith-teacher", source="arith", num_prompts=0, gen_length=64,
-                        block_size=teacher.spec.block_size, attempts=1, keep_incorrect=True,
-                        chunk_size=8, seed=0, vocab_size=teacher.model.config.vocab_size,
-                        mask_token_id=teacher.spec.mask_token_id)
-    return teacher_rollouts(teacher, arith, arith.train_examples(5), run, 5)
 
 
 @pytest.fixture(scope="module")
