@@ -11,6 +11,7 @@ import torch
 
 from d3cli.checkpoints import LoadedModel, load_model, resolve_model_path
 from d3cli.tasks import get_task
+from d3cli.trajectories import TrajectoryRun, teacher_rollouts
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -26,6 +27,16 @@ def teacher() -> LoadedModel:
 @pytest.fixture(scope="session")
 def arith():
     return get_task("arith")
+
+
+@pytest.fixture(scope="session")
+def rollouts(teacher, arith) -> list[dict]:
+    """Greedy trajectory records of five training prompts (64-token answers)."""
+    run = TrajectoryRun(teacher="arith-teacher", source="arith", num_prompts=0, gen_length=64,
+                        block_size=teacher.spec.block_size, attempts=1, keep_incorrect=True,
+                        chunk_size=8, seed=0, vocab_size=teacher.model.config.vocab_size,
+                        mask_token_id=teacher.spec.mask_token_id)
+    return teacher_rollouts(teacher, arith, arith.train_examples(5), run, 5)
 
 
 @pytest.fixture

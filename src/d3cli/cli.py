@@ -418,7 +418,7 @@ def trajectories(
     block_size: Annotated[int | None, typer.Option(
         min=1, help="Default: the model's.")] = None,
     gen_length: Annotated[int | None, typer.Option(
-        min=1, help="Default: the task's.")] = None,
+        min=1, help="Default: the task's (--import: 256).")] = None,
     method: Annotated[str, typer.Option(
         callback=one_of("vanilla", "threshold", "entropy", "multiblock"),
         help="Decoding that rolls out: vanilla (one token per forward, the teacher's) or "
@@ -435,9 +435,24 @@ def trajectories(
     dtype: Annotated[str, typer.Option(
         callback=one_of(*DTYPES), help="float32, bfloat16, float16 or auto.")] = "auto",
     seed: Annotated[int, typer.Option()] = 0,
+    import_source: Annotated[str | None, typer.Option(
+        "--import", help="Convert trajectories in the d3LLM reference layout (hub id, or a "
+                         "parquet or JSON lines file or folder) instead of rolling out; "
+                         "--model names their teacher.")] = None,
+    one_per_step: Annotated[bool, typer.Option(
+        "--one-per-step/--any-per-step",
+        help="--import: refuse a state that decodes other than one token.")] = True,
 ) -> None:
     """Record the teacher's one-token-per-forward trajectories (or a model's own parallel
-    decoding order with --method); rerun the same command to resume."""
+    decoding order with --method), or import published ones with --import; rerun the same
+    command to resume."""
+    if import_source:
+        if task or dataset:
+            raise fail("give --import or --task/--dataset, not both")
+        check_writable(out, "folder")
+        import_reference(import_source, out, model, split, gen_length or 256, block_size,
+                         chunk_size, one_per_step)
+        return
     from accelerate import PartialState
 
     from .checkpoints import DEFAULT_TEACHER, ModelLoadError, load_model, pick_device
@@ -519,6 +534,34 @@ def trajectories(
         f"{time.perf_counter() - started:.1f}s")
 
 
+def import_reference(source: str, out: Path, model: str, split: str, gen_length: int,
+                     block_size: int | None, chunk_size: int, one_per_step: bool) -> None:
+    """`d3 trajectories --import`: convert `source` chunk by chunk, with a progress bar."""
+    from .checkpoints import DEFAULT_TEACHER, ModelLoadError
+    from .trajectory_import import import_trajectories, load_teacher
+
+    started, converted, kept = time.perf_counter(), 0, 0
+    try:
+        teacher = load_teacher(model or DEFAULT_TEACHER)
+        chunks = import_trajectories(source, out, teacher, block_size or teacher.spec.block_size,
+                                     chunk_size, one_per_step, split, gen_length)
+        with progress_bar("speed") as bar:
+            job = bar.add_task("import", total=None, speed="")
+            for (start, end), new in chunks:
+                converted += (end - start) if new else 0
+                kept += 0 if new else end - start
+                speed = converted / (time.perf_counter() - started)
+                bar.update(job, advance=end - start, speed=f"{speed:.0f} records/s")
+    except (ModelLoadError, ValueError) as error:  # TrajectoryImportError, TrajectoryFolderError
+        raise fail(str(error)) from None
+    except KeyboardInterrupt:
+        console.print(f"interrupted: finished chunks are in {out}; rerun to resume")
+        raise typer.Exit(130) from None
+    seconds = time.perf_counter() - started
+    console.print(f"{out}: imported {converted} records in {seconds:.1f}s "
+                  f"({converted / seconds:.0f} records/s); {kept} were already there")
+
+
 def rollout_decoding(loaded, method: str, threshold: float | None) -> dict:
     """A trajectory run's decoding options beyond its canvas: none for vanilla (one token
     per forward), else the model's own defaults for `method` under `threshold`."""
@@ -578,6 +621,19 @@ def distill(
     ] = False,
     device: Annotated[str, typer.Option(
         help="cpu, cuda, cuda:N or auto.", callback=device_option)] = "auto",
+    targets: Annotated[str | None, typer.Option(
+        help="Hub id or file of a distillation set: train on its responses, masked in the "
+             "order of the trajectory of the same row (default: the trajectories' answers).")
+    ] = None,
+    target_question_field: Annotated[str, typer.Option(
+        help="--targets question field (under the chat template).")] = "question",
+    target_response_field: Annotated[str, typer.Option(
+        help="--targets response field (EOS appended).")] = "llm_response",
+    target_index_field: Annotated[str, typer.Option(
+        help="--targets field with the trajectory's row index (absent: the row's own "
+             "index).")] = "sample_idx",
+    target_length: Annotated[int | None, typer.Option(
+        min=1, help="--targets answer canvas (default: the trajectories').")] = None,
 ) -> None:
     """Distil the teacher into a student that decodes many tokens per forward; rerun the
     same command to resume from the last checkpoint. Under `accelerate launch` each
@@ -586,6 +642,7 @@ def distill(
 
     from .checkpoints import DEFAULT_TEACHER, ModelLoadError, load_model, pick_device
     from .distill import TERMS, DistillJob, load_config, preset_path
+    from .targets import Targets
     from .training import RichProgress
     from .trajectories import TrajectoryFolderError
 
@@ -612,11 +669,17 @@ def distill(
         settings = load_config(config or preset_path(loaded.family), recipe, overrides)
         if settings.lora and bf16:  # the frozen base may be bf16; PEFT keeps adapters fp32
             loaded.model.to(torch.bfloat16)
+        chosen = targets and Targets(targets, target_question_field, target_response_field,
+                                     target_index_field, length=target_length)
         job = DistillJob(loaded, trajectories, settings, out, merge, device, bf16,
-                         gradient_checkpointing)
+                         gradient_checkpointing, targets=chosen)
         trainer = job.prepare()
     except (ModelLoadError, TrajectoryFolderError, ValueError) as error:
         raise fail(str(error)) from None
+    unmatched = getattr(trainer.train_dataset, "unmatched", 0)
+    if unmatched:
+        console.print(f"{unmatched} rows of {targets} left out: no trajectory of their row "
+                      "(or only an incorrect one, without --all-answers)")
     try:
         with progress_bar("loss") as bar:
             trainer.add_callback(RichProgress(bar, bar.add_task(f"distill ({recipe})",

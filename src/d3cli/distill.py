@@ -26,6 +26,7 @@ from transformers import PrinterCallback, TrainingArguments, set_seed
 
 from .canvas import first_stop, left_pad
 from .checkpoints import LoadedModel, ModelSpec, save_model
+from .targets import Targets, join_targets
 from .tasks.data import first_line
 from .training import (
     CHECKPOINTS,
@@ -35,7 +36,7 @@ from .training import (
     check_run,
     last_complete_checkpoint,
 )
-from .trajectories import TrajectoryFolderError, load_trajectories, read_card
+from .trajectories import DECODED, NEVER, TrajectoryFolderError, load_trajectories, read_card
 
 RECIPES = ("d3", "dparallel")
 MASKS = ("trajectory", "random")
@@ -206,11 +207,15 @@ def decode_order(unmask_step: Tensor) -> Tensor:
 
     For a teacher that commits one token per forward this is `unmask_step` itself; for a
     decoder that commits several per forward (a student's own multi-block rollout) it is the
-    one-token-per-step trajectory that §2.2's state index counts in.
+    one-token-per-step trajectory that §2.2's state index counts in. Positions decoded before
+    the first step (`DECODED`) rank -1 and take no place in the order; positions never
+    decoded (`NEVER`) rank `NEVER`, masked in every state.
     """
     canvas = unmask_step.shape[-1]
-    keys = unmask_step.long() * canvas + torch.arange(canvas, device=unmask_step.device)
-    return keys.argsort(-1).argsort(-1)
+    steps = unmask_step.long()
+    keys = steps * canvas + torch.arange(canvas, device=unmask_step.device)
+    ranks = keys.argsort(-1).argsort(-1) - (steps == DECODED).sum(-1, keepdim=True)
+    return torch.where(steps == DECODED, -1, torch.where(steps >= NEVER, NEVER, ranks))
 
 
 def window_mask_fraction(noisy: NoisyBatch) -> Tensor:
@@ -444,12 +449,15 @@ class DistillJob:
     device: str = "cpu"
     bf16: bool = False
     gradient_checkpointing: bool = False
+    targets: Targets | None = None  # answers from a dataset, masks from the trajectories
     stop: SaveAndStopOnSignal = field(default_factory=SaveAndStopOnSignal)
 
     def prepare(self) -> DistillTrainer:
         config, loaded = self.config, self.loaded
         dataset = check_trajectories(self.trajectories, loaded)
-        if config.only_correct:
+        if self.targets is not None:
+            dataset = join_targets(self.targets, dataset, loaded, config.only_correct)
+        elif config.only_correct:
             dataset = dataset.filter(lambda record: record["correct"])
             if len(dataset) == 0:
                 raise DistillConfigError(f"{self.trajectories}: no correct trajectory to "
@@ -461,6 +469,7 @@ class DistillJob:
                                      f"{canvas} of {self.trajectories}")
         check_run(self.out / RUN_FILE, {"teacher": loaded.name, "merge": self.merge,
                                         "trajectories": str(self.trajectories.resolve()),
+                                        "targets": self.targets and asdict(self.targets),
                                         **asdict(config)})
         set_seed(config.seed)  # LoRA's initial A matrices come from the global RNG
         trainer = DistillTrainer(

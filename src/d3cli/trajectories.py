@@ -34,6 +34,11 @@ STAGING = ".staging"  # hidden, so the parquet loader never sees half-written fi
 TEMPERATURE_STEP = 0.1  # attempt a runs at temperature 0.1·a (§1.2)
 # Run settings that older cards lack, with the value those runs had.
 ADDED_LATER: dict[str, Any] = {"method": "vanilla", "decoding": {}}
+IMPORTED = "imported"  # the `method` of a folder converted from the reference layout
+# `unmask_step` values that are not a forward: a position decoded before the first one, and
+# one never decoded (masked in every state), as when a target runs past the teacher's canvas.
+DECODED = -1
+NEVER = 2**31 - 1
 
 
 class TrajectoryFolderError(ValueError):
@@ -130,13 +135,23 @@ def prepare_folder(out: Path, run: TrajectoryRun) -> None:
                                     "use another --out folder")
     (out / STAGING).mkdir(parents=True, exist_ok=True)
     front = yaml.safe_dump({"d3": asdict(run)}, sort_keys=False)
-    how = ("one token per forward" if run.method == "vanilla" else
-           f"`{run.method}` decoding ({run.decoding})")
-    card = (f"---\n{front}---\n# Trajectories of {run.teacher}\n\n"
-            f"Made by `d3 trajectories` on {run.num_prompts} prompts of {run.source}: {how} "
-            f"in blocks of {run.block_size}, up to {run.attempts} attempts.\n"
+    card = (f"---\n{front}---\n# Trajectories of {run.teacher}\n\n{made_by(run)}\n"
             "`unmask_step[r]` is the forward at which answer position r was committed.\n")
     atomic_write(out / CARD, card.encode())
+
+
+def made_by(run: TrajectoryRun) -> str:
+    """The card's sentence on how the trajectories were made."""
+    if run.method == IMPORTED:
+        steps = ("one token per step" if run.decoding.get("one_per_step")
+                 else "any number of tokens per step")
+        return (f"Imported by `d3 trajectories --import` from {run.source} (the d3LLM "
+                f"reference layout, {steps}), blocks of {run.block_size}; that layout "
+                "records neither attempts nor temperatures.")
+    how = ("one token per forward" if run.method == "vanilla" else
+           f"`{run.method}` decoding ({run.decoding})")
+    return (f"Made by `d3 trajectories` on {run.num_prompts} prompts of {run.source}: {how} "
+            f"in blocks of {run.block_size}, up to {run.attempts} attempts.")
 
 
 def remove_staging(out: Path) -> None:
