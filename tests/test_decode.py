@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from d3cli.checkpoints import load_model, resolve_model_path
 from d3cli.cli import app
-from d3cli.decode import DecodeOptions
+from d3cli.decode import DecodeOptions, method_config, validate
 from d3cli.runner import decode_examples
 
 RESULT_FIELDS = {"task", "method", "model", "id", "config", "gen_tokens", "forwards", "tpf",
@@ -42,6 +42,16 @@ def test_vanilla_with_steps_equal_to_length_commits_one_token_per_forward(teache
 def test_vanilla_uses_exactly_the_requested_steps(teacher, arith, steps):
     results = run(teacher, arith, "vanilla", arith.eval_examples(4), steps=steps)
     assert {r.forwards for r in results} == {steps}
+
+
+def test_one_token_per_forward_is_recorded_only_when_asked_and_needs_full_steps():
+    options = DecodeOptions(gen_length=64, block_size=16)
+    assert "one_token_per_forward" not in method_config("vanilla", options)
+    one_token = dataclasses.replace(options, one_token_per_forward=True)
+    assert method_config("vanilla", one_token)["one_token_per_forward"] is True
+    validate("vanilla", dataclasses.replace(one_token, steps=64))
+    with pytest.raises(ValueError, match="as many steps as the generation length 64"):
+        validate("vanilla", dataclasses.replace(one_token, steps=32))
 
 
 def test_threshold_above_one_equals_one_token_per_step(teacher, arith):
