@@ -551,13 +551,19 @@ def test_early_stop_fires_on_end_of_sequence_not_on_end_of_turn(llada_folder):
     rows = Rows.empty(1, queue, 64, spec)
     strategy = Multiblock(rows, spec, DecodeOptions(gen_length=64, block_size=32))
     strategy.reset(rows.refill(queue, torch.ones(1, dtype=torch.bool), 0))
+    served = torch.ones(1, dtype=torch.bool)
     rows.generation[0, 3] = eot
-    strategy.fill_after_first_stop()
+    strategy.fill_after_first_stop(served)
     assert rows.generation[0, 4:].eq(spec.mask_token_id).all()  # end of turn: no fill
     rows.generation[0, 10] = eos
-    strategy.fill_after_first_stop()
+    strategy.fill_after_first_stop(served)
     assert rows.generation[0, 11:].eq(eos).all() and rows.generation[0, 4:10].eq(
         spec.mask_token_id).all()
+    # The filled positions stay candidates for the next forward only, as in the reference.
+    masks = [True] * 3 + [False] + [True] * 6 + [False]
+    assert strategy.plan().candidates[0].tolist() == masks + [True] * 53
+    strategy.fill_after_first_stop(served)
+    assert strategy.plan().candidates[0].tolist() == masks + [False] * 53
 
 
 def test_dream_decodes_one_token_per_step_in_lowest_entropy_order(dream_folder):
