@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from transformers import GenerationConfig
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 
 from d3cli.checkpoints import load_model, resolve_model_path
 from d3cli.cli import app
-from d3cli.decode import DecodeOptions
+from d3cli.decode import STRATEGIES, DecodeOptions, decode_prompts, method_config, validate
 from d3cli.runner import decode_examples
 
 RESULT_FIELDS = {"task", "method", "model", "id", "config", "gen_tokens", "forwards", "tpf",
@@ -44,6 +45,16 @@ def test_vanilla_uses_exactly_the_requested_steps(teacher, arith, steps):
     assert {r.forwards for r in results} == {steps}
 
 
+def test_one_token_per_forward_is_recorded_only_when_asked_and_needs_full_steps():
+    options = DecodeOptions(gen_length=64, block_size=16)
+    assert "one_token_per_forward" not in method_config("vanilla", options)
+    one_token = dataclasses.replace(options, one_token_per_forward=True)
+    assert method_config("vanilla", one_token)["one_token_per_forward"] is True
+    validate("vanilla", dataclasses.replace(one_token, steps=64))
+    with pytest.raises(ValueError, match="as many steps as the generation length 64"):
+        validate("vanilla", dataclasses.replace(one_token, steps=32))
+
+
 def test_threshold_above_one_equals_one_token_per_step(teacher, arith):
     vanilla = run(teacher, arith, "vanilla")
     strict = run(teacher, arith, "threshold", threshold=1.01)
@@ -62,6 +73,34 @@ def test_delayed_cache_refreshed_every_forward_equals_no_cache(teacher, arith):
     cached = run(teacher, arith, "multiblock", threshold=0.5, cache="delayed", cache_delay=1,
                  refresh_interval=1)
     assert tokens_and_forwards(cached) == tokens_and_forwards(plain)
+
+
+REFERENCE_EARLY_STOP = Path(__file__).parent / "golden" / "reference_multiblock_early_stop.json"
+
+
+def test_multiblock_early_stop_equals_the_reference_decoder(teacher):
+    """The reference's multi-block decoder with early stop, given the teacher's logits, on
+    200 held-out prompts: the same answers and forwards. After an EOS fill the reference
+    still selects among the positions the fill took from the mask (see Multiblock)."""
+    reference = json.loads(REFERENCE_EARLY_STOP.read_text())
+    settings, rows = reference["settings"], reference["rows"]
+    options = DecodeOptions(
+        gen_length=settings["max_new_tokens"], block_size=settings["block_size"],
+        threshold=settings["threshold"], block_add_threshold=settings["block_add_threshold"],
+        decoded_token_threshold=settings["decoded_token_threshold"],
+        early_stop=settings["early_stop"], score_dtype="float64")  # its entropy is float64
+    assert teacher.spec.mask_token_id == settings["mask_id"]
+    assert teacher.spec.eos_token_ids == (settings["eos_token_id"],)
+    decoded = {done.index: done for done in decode_prompts(
+        teacher.model, teacher.spec, [row["prompt_ids"] for row in rows], range(len(rows)),
+        STRATEGIES["multiblock"], options, batch_size=len(rows))}
+    differing = [row["id"] for index, row in enumerate(rows)
+                 if (decoded[index].tokens, decoded[index].forwards)
+                 != (row["tokens"], row["forwards_run"])]
+    assert not differing, f"{len(differing)} of {len(rows)} differ: {differing[:5]}"
+    # d3 counts the forwards it runs; the reference's nfe may add a turn without one.
+    assert all(decoded[index].forwards <= row["reference_nfe"]
+               for index, row in enumerate(rows))
 
 
 def test_multiblock_opens_several_blocks_and_saves_forwards(teacher, arith):

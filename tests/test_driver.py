@@ -25,7 +25,9 @@ SETTINGS = [
                     "refresh_interval": 3}),
 ]
 IDS = [f"{method}-{'-'.join(map(str, settings.values()))}" for method, settings in SETTINGS]
-SHIFTED = {"logit_shift": True, "commit_lowest_entropy": False, "strict_entropy_threshold": True}
+SHIFTED = {"logit_shift": True, "commit_lowest_entropy": False, "strict_entropy_threshold": True,
+           "vanilla_by_entropy": True}  # Dream's rules
+DREAM_VANILLA = ("vanilla", {"one_block": True, "top_p": 0.9})  # Dream's timestep schedule
 
 
 def ragged_prompts(teacher, arith, count: int) -> list[list[int]]:
@@ -72,10 +74,11 @@ def test_slot_refill_equals_each_prompt_alone(teacher, arith, method, settings, 
     assert batched == one_by_one(teacher, arith, prompts, method, settings)
 
 
-@pytest.mark.parametrize(("method", "settings"), [SETTINGS[3], SETTINGS[4], SETTINGS[7]],
-                         ids=[IDS[3], IDS[4], IDS[7]])
-def test_slot_refill_equals_each_prompt_alone_under_a_logit_shift(teacher, arith, method,
-                                                                  settings):
+@pytest.mark.parametrize(("method", "settings"),
+                         [SETTINGS[3], SETTINGS[4], SETTINGS[7], DREAM_VANILLA],
+                         ids=[IDS[3], IDS[4], IDS[7], "dream-vanilla"])
+def test_slot_refill_equals_each_prompt_alone_under_dreams_rules(teacher, arith, method,
+                                                                 settings):
     spec = dataclasses.replace(teacher.spec, **SHIFTED)
     prompts = ragged_prompts(teacher, arith, 12)
     batched = decode(teacher, arith, prompts, method, settings, batch_size=4, spec=spec)
@@ -108,15 +111,18 @@ class ForwardLog:
 
 
 @pytest.mark.parametrize("batch_size", [1, 8])
-@pytest.mark.parametrize(("method", "settings"), SETTINGS, ids=IDS)
+@pytest.mark.parametrize(("method", "settings", "rules"),
+                         [(*setting, {}) for setting in SETTINGS] + [(*DREAM_VANILLA, SHIFTED)],
+                         ids=[*IDS, "dream-vanilla"])
 def test_one_host_sync_per_forward_and_few_forward_shapes(teacher, arith, method, settings,
-                                                          batch_size):
+                                                          rules, batch_size):
     prompts = ragged_prompts(teacher, arith, 8)
     counter = HostSyncCounter()
     log = ForwardLog(teacher.model, counter)
     try:
         with counter:
-            decode(teacher, arith, prompts, method, settings, batch_size)
+            decode(teacher, arith, prompts, method, settings, batch_size,
+                   spec=dataclasses.replace(teacher.spec, **rules))
     finally:
         log.handle.remove()
     forwards = len(log.at_forward)

@@ -551,18 +551,25 @@ def test_early_stop_fires_on_end_of_sequence_not_on_end_of_turn(llada_folder):
     rows = Rows.empty(1, queue, 64, spec)
     strategy = Multiblock(rows, spec, DecodeOptions(gen_length=64, block_size=32))
     strategy.reset(rows.refill(queue, torch.ones(1, dtype=torch.bool), 0))
+    served = torch.ones(1, dtype=torch.bool)
     rows.generation[0, 3] = eot
-    strategy.fill_after_first_stop()
+    strategy.fill_after_first_stop(served)
     assert rows.generation[0, 4:].eq(spec.mask_token_id).all()  # end of turn: no fill
     rows.generation[0, 10] = eos
-    strategy.fill_after_first_stop()
+    strategy.fill_after_first_stop(served)
     assert rows.generation[0, 11:].eq(eos).all() and rows.generation[0, 4:10].eq(
         spec.mask_token_id).all()
+    # The filled positions stay candidates for the next forward only, as in the reference.
+    masks = [True] * 3 + [False] + [True] * 6 + [False]
+    assert strategy.plan().candidates[0].tolist() == masks + [True] * 53
+    strategy.fill_after_first_stop(served)
+    assert strategy.plan().candidates[0].tolist() == masks + [False] * 53
 
 
 def test_dream_decodes_one_token_per_step_in_lowest_entropy_order(dream_folder):
-    """Dream's own one-token decoding and its teacher trajectories (vanilla on the Dream
-    family) commit, each forward, the lowest-entropy masked position of the block."""
+    """Dream's one-token-per-forward decoding (vanilla on the Dream family, as its teacher
+    trajectories run it) commits, each forward, the lowest-entropy masked position of the
+    block."""
     from d3cli.decode import STRATEGIES, DecodeOptions, decode_prompts
 
     loaded = load_model(str(dream_folder), device="cpu", dtype="float32")
@@ -571,7 +578,7 @@ def test_dream_decodes_one_token_per_step_in_lowest_entropy_order(dream_folder):
     loaded.model.register_forward_hook(lambda module, args, kwargs, output: seen.append(
         (kwargs["logits_at"][0].clone(), output[0].clone())), with_kwargs=True)
     prompt = loaded.tokenizer("Natalia sold 48 clips").input_ids
-    options = DecodeOptions(gen_length=64, block_size=32)
+    options = DecodeOptions(gen_length=64, block_size=32, one_token_per_forward=True)
     [done] = decode_prompts(loaded.model, loaded.spec, [prompt], [0], STRATEGIES["vanilla"],
                             options, 1, commit_steps=True)
     steps = torch.tensor(done.commit_step)
@@ -593,11 +600,20 @@ def test_dream_decodes_one_token_per_step_in_lowest_entropy_order(dream_folder):
     assert orders_differ  # LLaDA's confidence order would have decoded otherwise
 
 
-def test_dream_baseline_is_dreams_own_decoding_one_token_per_forward(dream_folder):
+# Dream's schedule by hand: t_i = 1 − i(1 − ε)/s, ε = 1e-3; with m masks left, step i < s − 1
+# commits ⌊m(1 − t_{i+1}/t_i)⌋ and the last step every mask left. For 64 positions in 64
+# steps, 64·(0.999/64) < 1 commits none first; then m = 65 − i masks give
+# (65 − i)·0.999/(64 − 0.999i) ∈ [1, 2) until the last step, which takes the 2 left.
+DREAM_SCHEDULES = {64: [0] + [1] * 62 + [2], 16: [3] + [4] * 14 + [5]}
+
+
+@pytest.mark.parametrize("steps", sorted(DREAM_SCHEDULES))
+def test_dream_baseline_is_dreams_own_decoding(dream_folder, steps):
     """Dream's `vanilla` defaults are Dream's own decoding: T 0.1, top-p 0.9, the whole
-    answer as one block, each forward committing the masked position whose proposal
-    distribution (tempered, cut to its nucleus) has the lowest entropy, with a token
-    sampled from that nucleus. The command line still overrides them."""
+    answer as one block, each forward committing as many tokens as Dream's timestep schedule
+    gives, at the masked positions whose proposal distribution (tempered, cut to its
+    nucleus) has the lowest entropy, with tokens sampled from that nucleus. The command
+    line still overrides them."""
     from dataclasses import replace
 
     from d3cli.decode import STRATEGIES, decode_prompts, resolve_options
@@ -611,15 +627,16 @@ def test_dream_baseline_is_dreams_own_decoding_one_token_per_forward(dream_folde
     assert (greedy.temperature, greedy.top_p) == (0.0, 1.0)
     # The tiny random model's nucleus at T 0.1 is often one token (entropy 0 everywhere, a
     # tie); at T 2 the entropies differ, so the order is checked there.
-    options = replace(options, temperature=2.0)
+    options = replace(options, temperature=2.0, steps=steps)
     seen = []
     loaded.model.register_forward_hook(lambda module, args, kwargs, output: seen.append(
         output[0].clone()), with_kwargs=True)
     prompt = loaded.tokenizer("Natalia sold 48 clips").input_ids
     [done] = decode_prompts(loaded.model, loaded.spec, [prompt], [7], STRATEGIES["vanilla"],
                             options, 1, commit_steps=True)
-    steps = torch.tensor(done.commit_step)
-    assert sorted(done.commit_step) == list(range(64)) and done.forwards == 64  # TPF 1
+    commit_step = torch.tensor(done.commit_step)
+    assert done.forwards == len(seen) == steps
+    assert commit_step.bincount(minlength=steps).tolist() == DREAM_SCHEDULES[steps]
     outside_first_block = orders_differ = False
     for forward, logits in enumerate(seen):
         logits = logits.float()
@@ -627,15 +644,16 @@ def test_dream_baseline_is_dreams_own_decoding_one_token_per_forward(dream_folde
         proposal = nucleus(logits / 2.0, 0.9)
         log_probs = proposal.log_softmax(-1)
         entropy = -(log_probs.exp() * log_probs).sum(-1)
-        masked = steps >= forward
-        committed = int((steps == forward).nonzero())
-        assert committed == int(entropy.masked_fill(~masked, float("inf")).argmin()), forward
-        token = done.tokens[committed]
-        assert proposal[committed, token] > torch.finfo(torch.float32).min  # in the nucleus
-        outside_first_block |= committed >= 32 and bool(masked[:32].any())
+        masked = commit_step >= forward
+        committed = set((commit_step == forward).nonzero().flatten().tolist())
+        lowest = entropy.masked_fill(~masked, float("inf")).argsort()[:len(committed)]
+        assert committed == set(lowest.tolist()), forward
+        for position in committed:  # in the nucleus
+            assert proposal[position, done.tokens[position]] > torch.finfo(torch.float32).min
+        outside_first_block |= any(p >= 32 for p in committed) and bool(masked[:32].any())
         raw = logits.log_softmax(-1)
         raw_entropy = -(raw.exp() * raw).sum(-1).masked_fill(~masked, float("inf"))
-        orders_differ |= int(raw_entropy.argmin()) != committed
+        orders_differ |= bool(committed) and int(raw_entropy.argmin()) not in committed
     assert outside_first_block  # no semi-autoregressive blocks: the whole answer competes
     assert orders_differ  # the raw logits' entropy would have decoded otherwise
 

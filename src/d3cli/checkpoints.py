@@ -46,7 +46,7 @@ class ModelSpec:
     commit_lowest_entropy: bool = True  # §3.1 step 9: LLaDA always commits the best (A7)
     strict_entropy_threshold: bool = False  # Dream selects H < γ, LLaDA H ≤ γ (A7)
     eos_token_ids: tuple[int, ...] = ()  # early stop fires on these (empty: every stop id)
-    vanilla_by_entropy: bool = False  # vanilla ranks by lowest entropy (Dream), not confidence
+    vanilla_by_entropy: bool = False  # vanilla decodes as Dream's own (entropy, its schedule)
 
 
 @dataclass

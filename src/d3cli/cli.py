@@ -268,6 +268,10 @@ def decode(
     one_block: Annotated[bool | None, typer.Option(
         "--one-block/--block-by-block", help="vanilla: the whole answer as one block "
                                              "(Dream models' default).")] = None,
+    one_token_per_forward: Annotated[bool | None, typer.Option(
+        "--one-token-per-forward", help="vanilla: exactly one token per forward on every "
+        "family (Dream models otherwise follow Dream's timestep schedule); needs steps = "
+        "length.")] = None,
     gen_length: Annotated[int | None, typer.Option(
         min=1, help="Default: the task's.")] = None,
     temperature: Annotated[float | None, typer.Option(
@@ -317,7 +321,8 @@ def decode(
              "block_add_threshold": block_add_threshold,
              "decoded_token_threshold": decoded_token_threshold, "early_stop": early_stop,
              "cache": cache, "cache_delay": cache_delay, "refresh_interval": refresh_interval,
-             "steps": steps, "top_p": top_p, "one_block": one_block}
+             "steps": steps, "top_p": top_p, "one_block": one_block,
+             "one_token_per_forward": one_token_per_forward}
     given = {name: value for name, value in given.items() if value is not None}
     check_writable(out, "file")
     processes = PartialState(cpu=pick_device(device) == "cpu")

@@ -42,8 +42,10 @@ class Family:
     logit_shift: bool = False  # output i predicts token i+1 (Dream, §6.2)
     commit_lowest_entropy: bool = True  # A7: LLaDA always commits the global best candidate
     strict_entropy_threshold: bool = False  # A7: Dream commits H < γ, LLaDA H ≤ γ
-    vanilla_by_entropy: bool = False  # one-token steps take the lowest entropy (Dream), not
-    # the highest confidence (LLaDA): Dream's own decoding and its teacher trajectories
+    # `vanilla` is Dream's own decoding (lowest proposal entropy first, tokens per step from
+    # Dream's timestep schedule), not LLaDA's (highest confidence first, an even quota);
+    # Dream's teacher trajectories keep the order, one token per forward.
+    vanilla_by_entropy: bool = False
     # Which prompts go through the tokenizer's chat template (when it has one), as the family's
     # reference harness feeds them: "always", "code" (code tasks and free prompts; the math
     # tasks' raw few-shot text stays raw) or "never".

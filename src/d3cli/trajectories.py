@@ -195,6 +195,7 @@ def teacher_rollouts(loaded: LoadedModel, task: Task, examples: Sequence[Example
     # float64 scoring, as the reference: in float32 the confidences of near-certain
     # positions saturate at 1.0 and tie, which would reorder the recorded trajectory.
     options = DecodeOptions(gen_length=run.gen_length, block_size=run.block_size,
+                            one_token_per_forward=run.method == "vanilla",
                             score_dtype="float64", **run.decoding)
     for attempt, temperature in enumerate(temperatures(run.attempts)):
         seed = run.seed + attempt

@@ -137,7 +137,8 @@ def json_object(path: Path, line: int, raw: str) -> dict:
 
 
 def is_one_token_per_forward(method: str, config: Mapping) -> bool:
-    """A vanilla run with as many steps as answer positions commits one token per forward."""
+    """A vanilla run with as many steps as answer positions: one token per forward (on
+    average under Dream's schedule, which commits none first and two last)."""
     return method == "vanilla" and config.get("steps") is not None and (
         config.get("steps") == config.get("gen_length"))
 

@@ -40,7 +40,9 @@ class Multiblock:
     with masks at once) and become fully active at `decoded_token_threshold`; every masked
     position of an open block is a candidate; selection by entropy, plus the lowest-entropy
     position of the first full block if it got nothing. Early stop fills everything after
-    the first stop token with it. The delayed cache holds exactly the K/V of positions
+    the first stop token with it; the masks a fill takes stay candidates in the row's next
+    forward, and whatever is chosen there is dropped (the reference selects from the mask
+    it read before filling, A8). The delayed cache holds exactly the K/V of positions
     [0, cache_len) (A5): finished blocks join it `cache_delay` forwards after they finish;
     a periodic or stabilizing refresh is one full forward."""
 
@@ -70,6 +72,9 @@ class Multiblock:
             full=torch.zeros(slots, 1 + num_blocks, dtype=torch.bool, device=device),
             completed_at=torch.full((slots, 1 + num_blocks), -1, device=device),
             cache_len=torch.zeros(slots, dtype=torch.long, device=device))
+        # Per answer position: the row's last early-stop fill took it from the mask.
+        self.just_filled = torch.zeros(slots, options.gen_length, dtype=torch.bool,
+                                       device=device)
 
     def reset(self, slots: Tensor) -> None:
         """The prompt and the first answer block exist (and are fully active)."""
@@ -81,6 +86,7 @@ class Multiblock:
         table.completed_at.copy_(torch.where(slots[:, None], torch.where(
             start & (self.block_index == 0), 0, -1), table.completed_at))
         table.cache_len.masked_fill_(slots, 0)
+        self.just_filled.masked_fill_(slots[:, None], False)
 
     def plan(self) -> MultiblockPlan:
         rows, options, table = self.rows, self.options, self.table
@@ -117,7 +123,7 @@ class Multiblock:
             blocks = order.topk(self.open_limit, largest=False).values % self.num_blocks
             read = (blocks[:, :, None] * self.block_size + self.offsets).flatten(1)
         in_created = created.gather(1, self.block_of_position.expand(slots, -1))
-        candidates = (masked & in_created).gather(1, read)
+        candidates = ((masked | self.just_filled) & in_created).gather(1, read)
         new_table = BlockTable(created, full, table.completed_at, table.cache_len)
         plan = MultiblockPlan(rows.active(masked), read, read_need=read_need, table=new_table,
                               masks_left=masks_left, candidates=candidates)
@@ -184,7 +190,8 @@ class Multiblock:
         if self.spec.commit_lowest_entropy and self.options.temperature > 0:
             greedy = logits.index_fill(-1, self.mask_ids, -math.inf).argmax(-1)
             tokens = torch.where(forced, greedy, tokens)  # LLaDA re-proposes the argmax
-        self.rows.commit(served, plan.read, tokens, commit | forced)
+        filled = self.just_filled.gather(1, plan.read)
+        self.rows.commit(served, plan.read, tokens, (commit | forced) & ~filled)
         keep = served[:, None]
         self.table = BlockTable(
             torch.where(keep, table.created, self.table.created),
@@ -192,20 +199,22 @@ class Multiblock:
             torch.where(keep, table.completed_at, self.table.completed_at),
             torch.where(served, table.cache_len, self.table.cache_len))
         if self.options.early_stop:
-            self.fill_after_first_stop()
+            self.fill_after_first_stop(served)
 
-    def fill_after_first_stop(self) -> None:
+    def fill_after_first_stop(self, served: Tensor) -> None:
         """§3.1 step 3 (early stop): after a row's first decoded end-of-sequence token,
         every position becomes that token and the later blocks are created as finished
-        (A8). Idempotent."""
+        (A8). Idempotent. A served row's `just_filled` becomes the masks this fill took."""
         rows, table = self.rows, self.table
         generation = rows.generation
+        masked = generation == rows.mask_id
         is_stop = torch.isin(generation, self.stop_ids)
         has_stop = is_stop.any(1)
         first = torch.where(has_stop, is_stop.int().argmax(1), generation.shape[1])
         stop_token = generation.gather(1, first.clamp_max(generation.shape[1] - 1)[:, None])
         after = self.positions[None, :] > first[:, None]
         generation.copy_(torch.where(after, stop_token, generation))
+        self.just_filled = torch.where(served[:, None], after & masked, self.just_filled)
         later = self.block_index[None, :] - 1 > (first // self.block_size)[:, None]
         finished = has_stop[:, None] & later
         table.created = table.created | finished

@@ -19,6 +19,8 @@ class DecodeOptions:
     temperature: float = 0.0
     top_p: float = 1.0  # vanilla: sample from the top-p nucleus (Dream's baseline: 0.9)
     one_block: bool = False  # vanilla: the whole answer is one block (Dream's decoding)
+    # vanilla: exactly one token per forward (LLaDA's quota), not Dream's timestep schedule
+    one_token_per_forward: bool = False
     seed: int = 0
     cache: str = "none"  # threshold: none|prefix|dual; multiblock: none|delayed
     blocks: int | None = None  # multiblock: most blocks decoding at once (None = no limit)
@@ -34,7 +36,7 @@ DEFAULT_THRESHOLDS = {"threshold": 0.9, "entropy": 0.5, "multiblock": 0.5}
 CACHE_MODES = {"threshold": ("none", "prefix", "dual"), "multiblock": ("none", "delayed")}
 COMMON_OPTIONS = ("gen_length", "block_size", "temperature")
 METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
-    "vanilla": (*COMMON_OPTIONS, "steps", "top_p", "one_block"),
+    "vanilla": (*COMMON_OPTIONS, "steps", "top_p", "one_block", "one_token_per_forward"),
     "threshold": (*COMMON_OPTIONS, "threshold", "cache"),
     "entropy": (*COMMON_OPTIONS, "threshold"),
     "multiblock": (*COMMON_OPTIONS, "threshold", "blocks", "block_add_threshold",
@@ -55,6 +57,8 @@ def method_config(method: str, options: DecodeOptions) -> dict:
         values["steps"] = options.gen_length
     if "threshold" in values:
         values["threshold"] = resolved_threshold(method, options)
+    if values.get("one_token_per_forward") is False:
+        del values["one_token_per_forward"]  # configs recorded before it existed stay equal
     if values.get("cache") == "none":
         for name in ("cache_delay", "refresh_interval"):
             values.pop(name, None)
@@ -101,6 +105,9 @@ def validate(method: str, options: DecodeOptions) -> None:
         if steps is not None and (steps < 1 or steps % blocks):
             raise ValueError(f"--steps {steps} must be a positive multiple of the number of "
                              f"blocks {blocks}")
+        if options.one_token_per_forward and steps not in (None, options.gen_length):
+            raise ValueError(f"--one-token-per-forward takes as many steps as the generation "
+                             f"length {options.gen_length}, got --steps {steps}")
 
 
 def resolve_options(method: str, model_decoding: dict[str, dict[str, Any]],
