@@ -1,10 +1,15 @@
-"""What the commands share: the one-line error path, option checks, progress bars."""
+"""What the commands share: option types, checks, the one error path, progress and output.
+
+An input error of the library (a `ValueError`: bad option values together, a file, a task
+or a model that cannot be used) is one line on stderr, `error: ...`, exit 2, as a usage
+error is; an interrupted run says what it kept and exits 130.
+"""
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, TypeVar
 
 import click
 import typer
@@ -18,6 +23,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from typer.core import TyperGroup
+
+Result = TypeVar("Result")
 
 console = Console(stderr=True)
 
@@ -44,6 +51,26 @@ class OneLineErrors(TyperGroup):
         return result
 
 
+def fail(message: str) -> typer.Exit:
+    """Print a one-line error (never wrapped) and return the exit to raise (status 2)."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def checked(make: Callable[..., Result], *args: Any) -> Result:
+    """`make(*args)`, the step that checks a command's inputs before any work; its input
+    errors (`ValueError` and its kinds) become the one-line error."""
+    try:
+        return make(*args)
+    except ValueError as error:
+        raise fail(str(error)) from None
+
+
+def interrupted(message: str) -> typer.Exit:
+    """Print `interrupted: message` (what the run kept) and return the exit to raise (130)."""
+    console.print(f"interrupted: {message}")
+    return typer.Exit(130)
+
 
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 
@@ -68,29 +95,13 @@ def device_option(device: str) -> str:
     return device
 
 
-def check_writable(path: Path, kind: str) -> None:
-    """Stop now, with one line and nothing created, if `path` (a "file" or a "folder")
-    cannot be written."""
-    import os
-
-    if path.exists():
-        if path.is_dir() != (kind == "folder"):
-            raise fail(f"{path} is a {'folder' if path.is_dir() else 'file'}; --out must be "
-                       f"a {kind}")
-        if not os.access(path, os.W_OK):
-            raise fail(f"{path} is not writable")
-        return
-    ancestor = path.parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
-        raise fail(f"cannot create {path}: {ancestor} is not a writable folder")
-
-
-def fail(message: str) -> typer.Exit:
-    """Print a one-line error (never wrapped) and return the exit to raise (status 2)."""
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
+DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.",
+                                        callback=device_option)]
+DtypeOpt = Annotated[str, typer.Option(callback=one_of(*DTYPES),
+                                       help="float32, bfloat16, float16 or auto.")]
+SeedOpt = Annotated[int, typer.Option()]
+BlockSizeOpt = Annotated[int | None, typer.Option(min=1, help="Default: the model's.")]
+GenLengthOpt = Annotated[int | None, typer.Option(min=1, help="Default: the task's.")]
 
 
 def progress_bar(*fields: str) -> Progress:
@@ -98,3 +109,19 @@ def progress_bar(*fields: str) -> Progress:
     columns = [TextColumn(f"{{task.fields[{name}]}}") for name in fields]
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     *columns, TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+
+
+def train(trainer: Any, description: str, total: int | None, run: Callable[[], Result],
+          terms: Sequence[tuple[str, str]] = (("loss", "loss"),)) -> Result | None:
+    """`run()` a Trainer under a progress bar of its steps and logged `terms`; None when
+    Ctrl-C interrupts it."""
+    from ..training import RichProgress
+
+    try:
+        with progress_bar("loss") as bar:
+            job = bar.add_task(description, total=total, loss="")
+            trainer.add_callback(RichProgress(bar, job, terms))
+            return run()
+    except KeyboardInterrupt:
+        return None
+
