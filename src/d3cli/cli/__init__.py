@@ -1,5 +1,6 @@
-"""The `d3` command line: parses options, calls one module function per command, renders.
-Usage errors and the commands' own errors are one line (`error: ...`, exit 2)."""
+"""The `d3` command line: one module per command, each its options, one call into its job
+(`d3cli.jobs`) and the rendering of what came back; this module builds the app. Usage
+errors and the commands' own errors are one line (`error: ...`, exit 2)."""
 
 from __future__ import annotations
 
