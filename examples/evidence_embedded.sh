@@ -45,6 +45,8 @@ trajectories() {  # trajectories FOLDER [options]: 4,000 training prompts rolled
 teacher_trajectories() {  # the teacher's rollout, kept beside the records once complete
   local kept="$RECORDS/trajectories"
   if [ ! -e "$kept/part-0003840-0004000.parquet" ]; then
+    mkdir -p "$OUT/trajectories"  # resume from the chunks kept by an earlier sitting
+    cp -n "$kept"/README.md "$kept"/part-*.parquet "$OUT/trajectories/" 2>/dev/null || true
     trajectories "$OUT/trajectories" > /dev/null
     mkdir -p "$kept"
     cp "$OUT"/trajectories/README.md "$OUT"/trajectories/part-*.parquet "$kept/"

@@ -89,6 +89,15 @@ def test_an_unwritable_out_is_one_line_before_any_work(tmp_path, command):
     assert_one_line_error(run(command, "--out", str(out), *extra), "is not a writable folder")
 
 
+def test_an_empty_prompt_is_one_line_naming_file_and_line_before_any_work(tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "12+30="}\n{"id": "blank", "prompt": ""}\n')
+    out = tmp_path / "results.jsonl"
+    result = run("decode", "--prompts", str(prompts), "--out", str(out))
+    assert_one_line_error(result, f"{prompts}:2: empty prompt")
+    assert not out.exists()
+
+
 def test_pretrain_bad_shapes_and_steps_leave_no_folder(tmp_path):
     out = tmp_path / "run"
     assert_one_line_error(run("pretrain", "--out", str(out), "--heads", "5"),

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from typer.testing import CliRunner
 
+from d3cli.cli import app
 from d3cli.pretrain import EMA_FILE, LOG, PretrainConfig, Pretrainer, RunSchedule
 from d3cli.training import CHECKPOINTS, RunMismatchError, last_complete_checkpoint
 
@@ -47,16 +49,23 @@ def test_pretrain_lowers_the_loss(tmp_path):
     assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:10]) / 10
 
 
-def test_pretrain_exports_a_loadable_model(tmp_path):
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory) -> Pretrainer:
+    """A finished 3-step run of MICRO (its folder is only read by the tests below)."""
+    run = Pretrainer(MICRO, tmp_path_factory.mktemp("short"), micro_schedule(3))
+    run.run()
+    return run
+
+
+def test_pretrain_exports_a_loadable_model(short_run):
     from d3cli.checkpoints import load_model
 
-    trainer = Pretrainer(MICRO, tmp_path, micro_schedule(3))
-    trainer.run()
-    loaded = load_model(str(tmp_path / "model"), device="cpu")
-    assert loaded.spec.mask_token_id == trainer.tokenizer.mask_token_id
+    model = short_run.out / "model"
+    loaded = load_model(str(model), device="cpu")
+    assert loaded.spec.mask_token_id == short_run.tokenizer.mask_token_id
     umask = os.umask(0)
     os.umask(umask)
-    for path in (tmp_path / "model").iterdir():  # as readable as any file the user makes
+    for path in model.iterdir():  # as readable as any file the user makes
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
     assert loaded.spec.block_size == MICRO.block_size
 
@@ -108,19 +117,17 @@ def test_sigterm_saves_the_current_step_and_exits_as_interrupted(tmp_path):
     assert f"saved step {saved_step}" in " ".join(stderr.split())
 
 
-def test_resume_refuses_a_folder_trained_with_other_settings(tmp_path):
-    Pretrainer(MICRO, tmp_path, micro_schedule(2)).run()
+def test_resume_refuses_a_folder_trained_with_other_settings(short_run):
     other = PretrainConfig(**{**MICRO.__dict__, "hidden_size": 48})
     with pytest.raises(RunMismatchError, match="hidden_size"):
-        Pretrainer(other, tmp_path, micro_schedule(4))
+        Pretrainer(other, short_run.out, micro_schedule(4))
 
 
-def test_pretrain_cli_reports_a_mismatch_in_one_line(tmp_path):
-    Pretrainer(MICRO, Path(tmp_path), micro_schedule(2)).run()
+def test_pretrain_cli_reports_a_mismatch_in_one_line(short_run):
     flags = [*MICRO_FLAGS]
     flags[flags.index("--hidden-size") + 1] = "48"
-    result = subprocess.run([sys.executable, "-m", "d3cli", "pretrain", "--out", str(tmp_path),
-                             "--steps", "4", *flags], capture_output=True, text=True)
-    assert result.returncode == 2
+    result = CliRunner().invoke(app, ["pretrain", "--out", str(short_run.out), "--steps", "4",
+                                      *flags])
+    assert result.exit_code == 2, result.output
     assert result.stderr.strip().count("\n") == 0 and "hidden_size" in result.stderr
     assert "Traceback" not in result.stderr

@@ -180,6 +180,8 @@ def load_prompts(path: Path) -> list[Example]:
             raise PromptsFileError(f"{path}:{number}: malformed JSON: {error.msg}") from None
         if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
             raise PromptsFileError(f"{path}:{number}: expected an object with a 'prompt' string")
+        if not record["prompt"].strip():
+            raise PromptsFileError(f"{path}:{number}: empty prompt")
         example_id = str(record.get("id", f"{path.stem}-{number}"))
         if example_id in seen:
             raise PromptsFileError(f"{path}:{number}: duplicate id {example_id!r}")

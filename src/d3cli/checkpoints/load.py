@@ -1,15 +1,13 @@
-"""Resolving `--model` (embedded name, local folder, hub id) and the `ModelSpec` decoders read.
+"""Loading a model folder: weights, tokenizer, `ModelSpec` and decoding defaults.
 
 d3's own folders load with `D3Model.from_pretrained`; LLaDA and Dream folders (and students
 saved in their formats) are mapped onto `D3Model` by their `families.Family`: the model is
-built on the meta device and filled from the safetensors shards, never through remote code.
-"""
+built on the meta device and filled from the safetensors shards, never through remote code."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,33 +18,12 @@ from safetensors import SafetensorError, safe_open
 from transformers import AutoTokenizer, GenerationConfig, PreTrainedTokenizerBase
 from transformers.utils.hub import get_checkpoint_shard_files
 
-from .families import D3, Family, ModelLoadError, detect_family, token_facts_family
-from .model import D3Config, D3Model
+from ..families import D3, Family, ModelLoadError, detect_family, token_facts_family
+from ..model import D3Config, D3Model
+from .resolve import ADAPTER_CONFIG, resolve_model_path
+from .spec import ModelSpec, spec_for
 
-ASSETS = Path(__file__).parent / "assets"
-DEFAULT_MODEL = "arith-d3"  # what `d3 decode` runs: the distilled student
-DEFAULT_TEACHER = "arith-teacher"  # what `d3 trajectories` and `d3 distill` start from
-# What a hub snapshot needs: configs, weights, tokenizer files; never remote code or .bin copies.
-ADAPTER_CONFIG = "adapter_config.json"  # a LoRA student saved by `d3 distill` without --merge
 GENERATION_CONFIG = "generation_config.json"
-HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja"]
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Family facts a decoder needs, so no decoder ever names a model or a token id."""
-
-    mask_token_id: int
-    stop_token_ids: tuple[int, ...]
-    pad_token_id: int
-    block_size: int
-    logit_shift: bool = False
-    chat_template: str = "never"  # which prompts are templated: always | code | never
-    prompt_wrappers: tuple[tuple[str, str], ...] = ()  # (lm-eval task, "...{prompt}...")
-    commit_lowest_entropy: bool = True  # §3.1 step 9: LLaDA always commits the best (A7)
-    strict_entropy_threshold: bool = False  # Dream selects H < γ, LLaDA H ≤ γ (A7)
-    eos_token_ids: tuple[int, ...] = ()  # early stop fires on these (empty: every stop id)
-    vanilla_by_entropy: bool = False  # vanilla decodes as Dream's own (entropy, its schedule)
 
 
 @dataclass
@@ -64,84 +41,6 @@ class LoadedModel:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
-
-
-def embedded_models() -> list[str]:
-    """Names of the models shipped inside the package."""
-    return sorted(path.name for path in ASSETS.glob("*/config.json") for path in [path.parent])
-
-
-def resolve_model_path(name: str) -> Path:
-    """An embedded model's folder, a local folder, or a hub snapshot (downloaded if allowed)."""
-    if (ASSETS / name / "config.json").is_file():
-        return ASSETS / name
-    local = Path(name).expanduser()
-    if local.is_dir():
-        if not any((local / marker).is_file() for marker in ("config.json", ADAPTER_CONFIG)):
-            raise ModelLoadError(f"{local}: not a model folder (no config.json)")
-        return local
-    if local.exists() or name.startswith((".", "/", "~")) or name.count("/") != 1:
-        raise ModelLoadError(f"model {name!r} is neither an embedded model "
-                             f"({', '.join(embedded_models()) or 'none'}), a local folder, "
-                             "nor a hub id of the form owner/name")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(name, allow_patterns=HUB_FILES))
-    except Exception as error:  # the hub client raises many kinds; report them all the same way
-        reason = " ".join(str(error).split())  # hub errors span lines; errors here are one
-        raise ModelLoadError(f"could not fetch {name!r} from the hub: {reason}") from error
-
-
-def agreed_token_id(where: str, what: str,
-                    sources: Iterable[tuple[str, int | None]]) -> int | None:
-    """The one id that every source naming a token gives; an error when they disagree."""
-    found = {source: value for source, value in sources if value is not None}
-    if len(set(found.values())) > 1:
-        given = ", ".join(f"{source} says {value}" for source, value in found.items())
-        raise ModelLoadError(f"{where}: conflicting {what} token ids ({given})")
-    return next(iter(found.values()), None)
-
-
-def as_ids(value: Any) -> list[int]:
-    """config.json writes token ids as an int, a list of ints, or null."""
-    if value is None:
-        return []
-    return [int(item) for item in value] if isinstance(value, (list, tuple)) else [int(value)]
-
-
-def spec_for(model: D3Model, tokenizer: PreTrainedTokenizerBase, family: Family = D3) -> ModelSpec:
-    """Token facts from the tokenizer and config.json (which must agree), plus family facts."""
-    config, where = model.config, model.name_or_path
-    vocab = tokenizer.get_vocab()
-    mask_id = agreed_token_id(where, "mask", [
-        ("the tokenizer", tokenizer.mask_token_id),
-        ("config.json", config.mask_token_id),
-        (f"the vocabulary's {family.mask_token}", vocab.get(family.mask_token or "")),
-    ])
-    if mask_id is None:
-        raise ModelLoadError(f"{where}: the tokenizer has no mask token "
-                             "and config.json no mask_token_id")
-    if not 0 <= mask_id < config.vocab_size:
-        raise ModelLoadError(f"{where}: mask token id {mask_id} is outside the model's "
-                             f"vocabulary of {config.vocab_size}")
-    eos_ids = as_ids(tokenizer.eos_token_id) + as_ids(config.eos_token_id)
-    if not eos_ids:
-        raise ModelLoadError(f"{where}: the tokenizer has no EOS token "
-                             "and config.json no eos_token_id")
-    end_of_turn = [vocab[token] for token in family.end_of_turn_tokens if token in vocab]
-    stop_ids = tuple(dict.fromkeys(eos_ids + end_of_turn))
-    pad_id = next((value for value in (tokenizer.pad_token_id, config.pad_token_id)
-                   if value is not None), eos_ids[0])
-    return ModelSpec(
-        mask_token_id=mask_id, stop_token_ids=stop_ids, pad_token_id=pad_id,
-        eos_token_ids=tuple(dict.fromkeys(eos_ids)),
-        block_size=config.block_size, logit_shift=family.logit_shift,
-        chat_template=family.chat_template if tokenizer.chat_template is not None else "never",
-        prompt_wrappers=family.prompt_wrappers,
-        commit_lowest_entropy=family.commit_lowest_entropy,
-        strict_entropy_threshold=family.strict_entropy_threshold,
-        vanilla_by_entropy=family.vanilla_by_entropy)
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -306,57 +205,6 @@ def load_adapter(name: str, folder: Path, device: str, dtype: str) -> LoadedMode
     model = PeftModel.from_pretrained(base.model, folder).merge_and_unload()
     return replace(base, name=name, model=model.eval(),
                    decoding={**base.decoding, **decoding_defaults(folder)})
-
-
-def template_markers(tokenizer: PreTrainedTokenizerBase) -> list[str]:
-    """The special tokens the chat template writes around a user turn (e.g. <|im_start|>)."""
-    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "\x00"}],
-                                             add_generation_prompt=True, tokenize=False)
-    specials = {token.content for token in tokenizer.added_tokens_decoder.values()}
-    return [token for token in specials | set(tokenizer.all_special_tokens)
-            if token and token in rendered]
-
-
-def uses_template(spec: ModelSpec, kind: str | None) -> bool:
-    """Whether a prompt of a task of `kind` ("code", "text", or None for a free prompt: a
-    prompts file, a trajectory dataset) goes through the chat template."""
-    return spec.chat_template == "always" or (spec.chat_template == "code" and kind != "text")
-
-
-def encode_prompt(loaded: LoadedModel, prompt: str, messages: list[dict[str, str]] | None = None,
-                  kind: str | None = None, task: str = "") -> list[int]:
-    """Prompt token ids as the model family's reference harness feeds them.
-
-    `prompt` is the raw text and `messages` the same prompt as chat turns (default: one
-    user turn); a closing assistant turn is a prefix the answer continues. Templated (see
-    `uses_template`), the user turn first gets the family's wrapper for `task`, if any. A
-    prompt that already carries the template's markers (a templated dataset question) is
-    tokenized as it is, so the template is applied at most once (A1).
-    """
-    tokenizer = loaded.tokenizer
-    if not uses_template(loaded.spec, kind) or any(
-            marker in prompt for marker in template_markers(tokenizer)):
-        return tokenizer(prompt, add_special_tokens=False).input_ids
-    turns = [dict(turn) for turn in messages or [{"role": "user", "content": prompt}]]
-    wrapper = dict(loaded.spec.prompt_wrappers).get(task)
-    user = next(turn for turn in reversed(turns) if turn["role"] == "user")
-    if wrapper:
-        user["content"] = wrapper.format(prompt=user["content"].strip())
-    prefix = turns[-1]["role"] == "assistant"
-    return list(tokenizer.apply_chat_template(
-        turns, add_generation_prompt=not prefix, continue_final_message=prefix, tokenize=True,
-        return_dict=False))
-
-
-def save_model(model: torch.nn.Module, folder: Path) -> None:
-    """`save_pretrained` into `folder`, with the files readable as the user's umask allows
-    (transformers writes its weights through a private temporary file, mode 0600)."""
-    model.save_pretrained(folder)
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in folder.iterdir():
-        if path.is_file():
-            path.chmod(0o666 & ~umask)
 
 
 def pick_device(device: str) -> str:
