@@ -26,7 +26,9 @@ import pyarrow as pa
 from transformers import PreTrainedTokenizerBase
 
 from .canvas import first_stop
-from .checkpoints import ModelSpec, load_tokenizer, read_json, resolve_model_path, spec_for
+from .checkpoints import ModelSpec, resolve_model_path
+from .checkpoints.load import load_tokenizer, read_json
+from .checkpoints.spec import spec_for
 from .families import detect_family, token_facts_family
 from .model import D3Config
 from .tasks.data import builder_for, first_line, hub_unreachable
