@@ -39,6 +39,21 @@ def rollouts(teacher, arith) -> list[dict]:
     return teacher_rollouts(teacher, arith, arith.train_examples(5), run, 5)
 
 
+@pytest.fixture(scope="session")
+def trajectories(tmp_path_factory) -> Path:
+    """`d3 trajectories` of the shipped teacher on 12 training prompts (read-only: copy it
+    to change it)."""
+    from typer.testing import CliRunner
+
+    from d3cli.cli import app
+
+    folder = tmp_path_factory.mktemp("trajectories")
+    result = CliRunner().invoke(app, ["trajectories", "--out", str(folder), "--num", "12",
+                                      "--attempts", "1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    return folder
+
+
 @pytest.fixture
 def model_without_mask_token(tmp_path: Path) -> Path:
     """A copy of the shipped teacher whose tokenizer and config name no mask token."""

@@ -37,15 +37,6 @@ from d3cli.trajectories import load_trajectories
 SHORT = ["--max-steps", "6", "--batch-size", "4", "--device", "cpu"]
 
 
-@pytest.fixture(scope="module")
-def trajectories(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("trajectories")
-    result = CliRunner().invoke(app, ["trajectories", "--out", str(folder), "--num", "12",
-                                      "--attempts", "1", "--device", "cpu"])
-    assert result.exit_code == 0, result.output
-    return folder
-
-
 def distill_cli(*arguments: str):
     return CliRunner().invoke(app, ["distill", *arguments])
 

@@ -8,10 +8,8 @@ from dataclasses import replace
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from d3cli.checkpoints import load_model
-from d3cli.cli import app
 from d3cli.distill import (
     DistillConfig,
     DistillJob,
@@ -135,19 +133,10 @@ def test_the_loss_covers_m_then_m_prime_and_is_scaled():
     assert alone.item() == pytest.approx(0.25 * (ce + 2.0 * entropy))
 
 
-@pytest.fixture(scope="module")
-def twelve_trajectories(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("trajectories")
-    result = CliRunner().invoke(app, ["trajectories", "--out", str(folder), "--num", "12",
-                                      "--attempts", "1", "--device", "cpu"])
-    assert result.exit_code == 0, result.output
-    return folder
-
-
-def test_each_step_receives_the_rising_t_and_the_growing_window(twelve_trajectories, tmp_path):
+def test_each_step_receives_the_rising_t_and_the_growing_window(trajectories, tmp_path):
     config = replace(load_config(preset_path("d3"), "d3", {}), epochs=2, batch_size=4,
                      window_schedule=(8, 16), logging_steps=100, save_steps=100)
-    job = DistillJob(load_model("arith-teacher", device="cpu"), twelve_trajectories, config,
+    job = DistillJob(load_model("arith-teacher", device="cpu"), trajectories, config,
                      tmp_path / "student")
     trainer = job.prepare()
     job.run(trainer)
