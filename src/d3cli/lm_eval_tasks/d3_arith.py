@@ -10,7 +10,7 @@ from d3cli.tasks import get_task
 
 
 def held_out(**metadata: Any) -> datasets.DatasetDict:
-    """The 1,000 held-out prompts in d3's order (doc id i is d3's `arith-i`)."""
+    """The test split's 2,000 prompts in d3's order (doc id i is d3's `arith-i`)."""
     examples = get_task("arith").eval_examples()
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(
         [{"prompt": example.prompt, "answer": example.answer} for example in examples])})
