@@ -132,10 +132,14 @@ def decode(
     Under `accelerate launch` or `torchrun` each process decodes every N-th prompt on its
     own device into OUT.rankI-of-N; the main process merges the parts into OUT at the end.
     """
-    options = dict(locals())  # the parameters: nothing else is named yet
+    show_runs(prepared(dict(locals())))  # the parameters: nothing else is named yet
+
+
+def prepared(options: dict) -> DecodeJob:
+    """The decode job of the command's options, or a one-line error."""
     from ..jobs.decode import DecodeJob, DecodeRequest
 
-    show_runs(checked(DecodeJob, DecodeRequest(**options)))
+    return checked(DecodeJob, DecodeRequest(**options))
 
 
 def show_runs(job: DecodeJob) -> None:

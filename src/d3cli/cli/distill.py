@@ -96,15 +96,22 @@ def distill(
     """Distil the teacher into a student that decodes many tokens per forward; rerun the
     same command to resume from the last checkpoint. Under `accelerate launch` each
     process trains on its own device (see the README for multi-GPU recipes)."""
-    options = dict(locals())  # the parameters: nothing else is named yet
+    train_student(dict(locals()))  # the parameters: nothing else is named yet
+
+
+def train_student(options: dict) -> None:
+    """Prepare the run, train under a progress bar, say where the student went."""
     from ..distill import LOG_FILE, TERMS
     from ..jobs.distill import DistillRequest, prepare_distill
 
     job, trainer = checked(prepare_distill, DistillRequest(**options))
     if getattr(trainer.train_dataset, "unmatched", 0):
-        console.print(f"{trainer.train_dataset.unmatched} rows of {targets} left out: no "
-                      "trajectory of their row (or only an incorrect one, without --all-answers)")
-    student = train(trainer, f"distill ({recipe})", None, lambda: job.run(trainer), TERMS)
+        console.print(f"{trainer.train_dataset.unmatched} rows of {options['targets']} left "
+                      "out: no trajectory of their row (or only an incorrect one, without "
+                      "--all-answers)")
+    student = train(trainer, f"distill ({options['recipe']})", None,
+                    lambda: job.run(trainer), TERMS)
+    out = options["out"]
     if student is None:
         saved = f"saved step {trainer.state.global_step}; " if job.stop.requested else ""
         raise interrupted(f"{saved}rerun the same command to resume from {out}/checkpoints")

@@ -89,11 +89,15 @@ def trajectories(
     decoding order with --method), or import published ones with --import; rerun the same
     command to resume."""
     options = dict(locals())  # the parameters: nothing else is named yet
-    from ..jobs.trajectories import TrajectoryJob, TrajectoryRequest
-
     if options.pop("import_source") is not None or not options.pop("one_per_step"):
         return import_reference(import_source, out, model, task or dataset, split,
                                 gen_length, block_size, chunk_size, one_per_step)
+    roll_out(options)
+
+
+def roll_out(options: dict) -> None:
+    """Roll the prompts out under a progress bar, then print the folder's summary."""
+    from ..jobs.trajectories import TrajectoryJob, TrajectoryRequest
 
     job = checked(TrajectoryJob, TrajectoryRequest(**options))
     try:
@@ -106,7 +110,7 @@ def trajectories(
                            speed=f"{tally.rolled / tally.seconds():.1f} prompts/s",
                            accuracy=f"acc {100 * tally.correct / tally.rolled:.1f}%")
     except KeyboardInterrupt:
-        raise interrupted(f"finished chunks are in {out}; rerun to resume") from None
+        raise interrupted(f"finished chunks are in {job.request.out}; rerun to resume") from None
     console.print(summary_line(job, job.finish()))
 
 
