@@ -14,7 +14,8 @@
 # The teacher's trajectories are kept beside the records (650 KB) and reused.
 # Knobs: SEEDS (headline rows, default 0-4), FEW_SEEDS (other rows, 0-2), EPOCHS, PROMPTS;
 # PROTOCOL_SEEDS and SETTINGS for the protocol. Stages can run side by side on disjoint
-# seeds (e.g. SEEDS=0 and SEEDS=1 in two shells, OMP_NUM_THREADS=1 each).
+# seeds (e.g. SEEDS=0 and SEEDS=1 in two shells, OMP_NUM_THREADS=1 each; TEACHER_ROWS=0 in
+# all shells but one, so that the teacher's rows are decoded once).
 set -euo pipefail
 
 STAGE=${1:?usage: evidence_embedded.sh protocol|teacher-validation|rows|shipped|table [OUT]}
@@ -28,6 +29,7 @@ GAMMAS=${GAMMAS:-0.1 0.2 0.3}            # the d3 students' sweep (multiblock, 4
 ENTROPY_GAMMAS=${ENTROPY_GAMMAS:-0.05 0.1 0.2 0.3}  # dParallel's sweep (entropy)
 TAUS=${TAUS:-0.95 0.9 0.8 0.7}           # the teacher's Fast-dLLM sweep (threshold, dual cache)
 BLOCK_ADD=${BLOCK_ADD:-0.6}
+TEACHER_ROWS=${TEACHER_ROWS:-1}          # 0: leave the teacher's rows to another shell
 RECORDS=${RECORDS:-examples/results/evidence}
 Y_MAX=${Y_MAX:-}                          # e.g. arith=98.6; default: the best point
 FLOOR=${FLOOR:-}                          # e.g. arith=92.2: the loss budget
@@ -133,7 +135,7 @@ teacher-validation)
   ;;
 rows)
   traj=$(subset "$(teacher_trajectories)" "$PROMPTS")
-  done_or rows/teacher-vanilla/results.jsonl || {
+  [ "$TEACHER_ROWS" = 1 ] && { done_or rows/teacher-vanilla/results.jsonl || {
     d3 decode --model arith-teacher --method vanilla --batch-size "$BATCH" \
               --out "$OUT/rows/teacher-vanilla/results.jsonl" > /dev/null
     keep rows/teacher-vanilla/results.jsonl
@@ -141,7 +143,7 @@ rows)
   done_or rows/teacher-threshold/results.jsonl || {
     sweep arith-teacher "$OUT/rows/teacher-threshold/results.jsonl" test threshold --cache dual
     keep rows/teacher-threshold/results.jsonl
-  }
+  }; }
   for seed in $SEEDS; do
     for variant in "d3 d3" "d3-random-masks d3 --masks random" "dparallel dparallel"; do
       read -r name recipe switches <<< "$variant"

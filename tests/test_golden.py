@@ -15,7 +15,7 @@ import pytest
 from golden.make_golden import SETTINGS, decode_setting, held_out_prompts
 
 GOLDEN = Path(__file__).parent / "golden" / "decode_golden.json.gz"
-GOLDEN_PROMPTS = int(os.environ.get("D3_GOLDEN_PROMPTS", "48"))
+GOLDEN_PROMPTS = int(os.environ.get("D3_GOLDEN_PROMPTS", "24"))
 
 
 @cache
