@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from d3cli import aup
 from d3cli.cli import app
 
-PROMPTS = 64  # one batch: the equality holds prompt by prompt
+PROMPTS = 16  # one batch: the equality holds prompt by prompt
 ENVIRONMENT = {**os.environ, "OMP_NUM_THREADS": "2"}
 
 
