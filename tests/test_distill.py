@@ -326,7 +326,7 @@ def test_a_warmup_ratio_reaches_the_scheduler(trajectories, tmp_path):
 def test_lora_on_two_processes_equals_one_process_with_their_accumulation(tmp_path):
     """LLaDA-format teacher; 2 processes × accumulation 2 read the same micro-batches and
     draw the same noise as 1 process × accumulation 4, and average the same way."""
-    from test_families import write_llada
+    from family_folders import write_llada
 
     teacher = tmp_path / "LLaDA-8B-Instruct"
     write_llada(teacher)
