@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +20,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from d3cli.canvas import first_stop
-from d3cli.checkpoints import load_model
+from d3cli.checkpoints import ModelLoadError, adapter_base_name, load_model, resolve_model_path
 from d3cli.cli import app
 from d3cli.distill import (
     DistillConfig,
@@ -192,6 +194,45 @@ def test_lora_adapter_folder_loads_as_the_merged_student(trajectories, tmp_path)
         adapter = load_model(str(tmp_path / "adapter"), device="cpu").model(ids)
         merged = load_model(str(tmp_path / "merged"), device="cpu").model(ids)
     torch.testing.assert_close(adapter, merged, atol=1e-5, rtol=0)
+
+
+def test_a_lora_student_of_a_relative_teacher_loads_from_any_folder(trajectories, tmp_path,
+                                                                   monkeypatch):
+    """The adapter names a teacher beside it as ../NAME and loading resolves that against
+    the adapter folder: from another folder (one with a different `teacher` in it too) the
+    student is the same; a teacher that is gone is a one-line error naming the adapter."""
+    shutil.copytree(resolve_model_path("arith-teacher"), tmp_path / "teacher")
+    monkeypatch.chdir(tmp_path)
+    result = distill_cli("--trajectories", str(trajectories), "--teacher", "teacher", "--lora",
+                         "--max-steps", "1", "--batch-size", "4", "--device", "cpu",
+                         "--learning-rate", "0.01", "--out", "student")
+    assert result.exit_code == 0, result.output
+    adapter = json.loads((tmp_path / "student" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == "../teacher"
+    ids = torch.randint(0, 21, (1, 30), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        here = load_model("student", device="cpu").model(ids)
+        elsewhere = tmp_path / "elsewhere"
+        shutil.copytree(resolve_model_path("arith-d3"), elsewhere / "teacher")
+        monkeypatch.chdir(elsewhere)
+        torch.testing.assert_close(load_model(str(tmp_path / "student")).model(ids), here)
+    decoded = CliRunner().invoke(app, ["decode", "--model", str(tmp_path / "student"),
+                                       "--limit", "1", "--device", "cpu"])
+    assert decoded.exit_code == 0, decoded.output
+    (tmp_path / "teacher").rename(tmp_path / "moved")
+    with pytest.raises(ModelLoadError, match=r"student/adapter_config.json: its base model "
+                                             r"'../teacher' does not load") as error:
+        load_model(str(tmp_path / "student"))
+    assert "\n" not in str(error.value)
+
+
+def test_an_adapter_names_its_base_so_it_resolves_from_anywhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "llada").mkdir()
+    assert adapter_base_name("llada", tmp_path / "student") == "../llada"
+    assert adapter_base_name("./llada", Path("runs/student")) == str(tmp_path / "llada")
+    assert adapter_base_name("arith-teacher", tmp_path / "student") == "arith-teacher"
+    assert adapter_base_name("GSAI-ML/LLaDA-8B-Instruct", tmp_path) == "GSAI-ML/LLaDA-8B-Instruct"
 
 
 def distill_command(trajectories, out) -> list[str]:

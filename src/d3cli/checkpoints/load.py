@@ -20,7 +20,7 @@ from transformers.utils.hub import get_checkpoint_shard_files
 
 from ..families import D3, Family, ModelLoadError, detect_family, token_facts_family
 from ..model import D3Config, D3Model
-from .resolve import ADAPTER_CONFIG, resolve_model_path
+from .resolve import ADAPTER_CONFIG, adapter_base_path, resolve_model_path
 from .spec import ModelSpec, spec_for
 
 GENERATION_CONFIG = "generation_config.json"
@@ -194,14 +194,19 @@ def decoding_defaults(folder: Path, family: Family = D3) -> dict[str, dict[str, 
 
 
 def load_adapter(name: str, folder: Path, device: str, dtype: str) -> LoadedModel:
-    """A LoRA adapter folder: its base model (named in adapter_config.json) with the adapter
-    merged in."""
+    """A LoRA adapter folder: its base model (named in adapter_config.json; a relative path
+    from the adapter folder) with the adapter merged in."""
     from peft import PeftModel
 
-    base_name = read_json(folder / ADAPTER_CONFIG).get("base_model_name_or_path")
+    settings = folder / ADAPTER_CONFIG
+    base_name = read_json(settings).get("base_model_name_or_path")
     if not base_name:
-        raise ModelLoadError(f"{folder / ADAPTER_CONFIG}: names no base model")
-    base = load_model(base_name, device, dtype)
+        raise ModelLoadError(f"{settings}: names no base model")
+    try:
+        base = load_model(adapter_base_path(base_name, folder), device, dtype)
+    except ModelLoadError as error:
+        raise ModelLoadError(f"{settings}: its base model {base_name!r} does not load "
+                             f"({error})") from None
     model = PeftModel.from_pretrained(base.model, folder).merge_and_unload()
     return replace(base, name=name, model=model.eval(),
                    decoding={**base.decoding, **decoding_defaults(folder)})
