@@ -20,7 +20,7 @@ from transformers.utils.hub import get_checkpoint_shard_files
 
 from ..families import D3, Family, ModelLoadError, detect_family, token_facts_family
 from ..model import D3Config, D3Model
-from .resolve import ADAPTER_CONFIG, adapter_base_path, resolve_model_path
+from .resolve import ADAPTER_CONFIG, adapter_base_path, canonical_name, resolve_model_path
 from .spec import ModelSpec, spec_for
 
 GENERATION_CONFIG = "generation_config.json"
@@ -150,8 +150,10 @@ def load_tokenizer(folder: Path, family: Family) -> PreTrainedTokenizerBase:
 
 
 def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedModel:
-    """Load weights, tokenizer and spec; `auto` picks CUDA + bf16 when present, else CPU + fp32."""
-    path = resolve_model_path(name)
+    """Load weights, tokenizer and spec; `auto` picks CUDA + bf16 when present, else CPU + fp32.
+    The model is named as it is recorded (`canonical_name`: a local folder by its absolute
+    path)."""
+    path, name = resolve_model_path(name), canonical_name(name)
     if not (path / "config.json").is_file():
         return load_adapter(name, path, device, dtype)
     torch_device = torch.device(pick_device(device))
