@@ -4,7 +4,7 @@ way its family's harness does (`prompts`). `families` is the one place that know
 model families."""
 
 from ..families import ModelLoadError
-from .export import save_model
+from .export import save_model, save_student
 from .load import LoadedModel, decoding_defaults, load_model, pick_device
 from .prompts import encode_prompt, uses_template
 from .resolve import (
@@ -21,4 +21,4 @@ from .spec import ModelSpec, spec_for
 __all__ = ["ASSETS", "DEFAULT_MODEL", "DEFAULT_TEACHER", "LoadedModel", "ModelLoadError",
            "ModelSpec", "adapter_base_name", "canonical_name", "decoding_defaults",
            "embedded_models", "encode_prompt", "load_model", "pick_device",
-           "resolve_model_path", "save_model", "spec_for", "uses_template"]
+           "resolve_model_path", "save_model", "save_student", "spec_for", "uses_template"]

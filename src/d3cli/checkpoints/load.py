@@ -28,8 +28,8 @@ GENERATION_CONFIG = "generation_config.json"
 
 @dataclass
 class LoadedModel:
-    """A model ready to decode: weights, tokenizer, spec, the name it was asked by, and the
-    family whose token facts it follows (d3, LLaDA, Dream)."""
+    """A model ready to decode: weights, tokenizer, spec, the name it was asked by, the
+    family whose token facts it follows (d3, LLaDA, Dream), and its folder."""
 
     name: str
     model: D3Model
@@ -37,6 +37,7 @@ class LoadedModel:
     spec: ModelSpec
     family: str = D3.name
     decoding: dict[str, dict[str, Any]] = field(default_factory=dict)  # see decoding_defaults
+    folder: Path | None = None  # where its config.json is (a LoRA student: its base's)
 
     @property
     def device(self) -> torch.device:
@@ -176,7 +177,7 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedMo
     facts = token_facts_family(raw, family)
     tokenizer = load_tokenizer(path, facts)
     return LoadedModel(name, model.eval(), tokenizer, spec_for(model, tokenizer, facts),
-                       facts.name, decoding_defaults(path, facts))
+                       facts.name, decoding_defaults(path, facts), path)
 
 
 def decoding_defaults(folder: Path, family: Family = D3) -> dict[str, dict[str, Any]]:

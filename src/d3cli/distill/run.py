@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from transformers import PrinterCallback, TrainingArguments, set_seed
 
-from ..checkpoints import LoadedModel, ModelSpec, adapter_base_name, save_model
+from ..checkpoints import LoadedModel, ModelSpec, adapter_base_name, save_model, save_student
 from ..checkpoints.resolve import ADAPTER_CONFIG
 from ..targets import Targets, join_targets
 from ..tasks.data import first_line
@@ -162,18 +162,19 @@ def build_student(loaded: LoadedModel, config: DistillConfig):
 
 def export_student(model, loaded: LoadedModel, config: DistillConfig, merge: bool,
                    out: Path, trajectories: Path) -> None:
-    """A folder `d3 decode --model` loads (merged or full weights, or a LoRA adapter whose
-    base is the teacher, named as `adapter_base_name` says), with the teacher's tokenizer
-    and a card saying how."""
-    if config.lora and merge:
-        model = model.merge_and_unload()
-    save_model(model, out)
-    loaded.tokenizer.save_pretrained(out)
-    adapter = out / ADAPTER_CONFIG
-    if adapter.is_file():  # a base that resolves the same from any working folder
+    """A folder `d3 decode --model` loads, with a card saying how it was made: full or
+    merged weights (`save_student`: in the teacher's own format when it is a LLaDA or Dream
+    folder), or a LoRA adapter with the teacher's tokenizer, whose base is the teacher,
+    named as `adapter_base_name` says."""
+    if config.lora and not merge:
+        save_model(model, out)
+        loaded.tokenizer.save_pretrained(out)
+        adapter = out / ADAPTER_CONFIG  # a base that resolves the same from any folder
         settings = json.loads(adapter.read_text(encoding="utf-8"))
         settings["base_model_name_or_path"] = adapter_base_name(loaded.name, out)
         adapter.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    else:
+        save_student(model.merge_and_unload() if config.lora else model, loaded, out)
     kind = ("LoRA adapter" if config.lora and not merge else
             "LoRA, merged" if config.lora else "full fine-tune")
     (out / "README.md").write_text(
