@@ -184,6 +184,25 @@ def test_cli_writes_a_student_that_decode_loads(trajectories, tmp_path):
     assert len(out.read_text().splitlines()) == 2
 
 
+def test_a_finished_run_shows_its_terms_keeps_no_checkpoints_and_reruns_as_a_no_op(
+        trajectories, tmp_path):
+    """CE, CE' and ENT show from the first step (before `logging_steps`); the checkpoints
+    (optimizer state) go once the student is written; a rerun touches nothing."""
+    student = tmp_path / "student"
+    arguments = ["--trajectories", str(trajectories), "--out", str(student), "--max-steps",
+                 "2", "--save-steps", "1", "--batch-size", "4", "--device", "cpu"]
+    result = distill_cli(*arguments)
+    assert result.exit_code == 0, result.output
+    assert all(f"{term} " in result.output for term in ("CE", "CE'", "ENT"))
+    assert json.loads((student / "distill_log.jsonl").read_text().splitlines()[0])["step"] == 1
+    assert not (student / "checkpoints").exists()
+    written = {path.name: path.read_bytes() for path in student.iterdir()}
+    again = distill_cli(*arguments)
+    assert again.exit_code == 0, again.output
+    assert "already in" in again.output and "distill (d3)" not in again.output
+    assert {path.name: path.read_bytes() for path in student.iterdir()} == written
+
+
 def test_lora_adapter_folder_loads_as_the_merged_student(trajectories, tmp_path):
     common = ["--trajectories", str(trajectories), "--lora", "--max-steps", "2",
               "--batch-size", "4", "--device", "cpu", "--learning-rate", "0.01"]

@@ -4,6 +4,7 @@ checks, resume, and the exported student."""
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -99,6 +100,7 @@ class DistillTrainer(KeyedNoiseTrainer):
 
 RUN_FILE = "distill.json"
 LOG_FILE = "distill_log.jsonl"
+CARD = "README.md"  # the student's card, written last
 TERMS = (("loss", "loss"), ("CE", "ce"), ("CE'", "ce_complement"), ("ENT", "entropy"))
 
 
@@ -128,7 +130,8 @@ def check_trajectories(folder: Path, loaded: LoadedModel):
 def training_arguments(config: DistillConfig, out: Path, device: str, bf16: bool = False,
                        gradient_checkpointing: bool = False) -> TrainingArguments:
     """The Trainer's settings. `bf16` trains in bfloat16 autocast over float32 master
-    weights and optimizer state; `warmup_steps` below 1 is a ratio of the run's steps."""
+    weights and optimizer state; `warmup_steps` below 1 is a ratio of the run's steps; the
+    first step is logged, so the loss terms show from the start."""
     optional = {"gradient_checkpointing": True} if gradient_checkpointing else {}
     return TrainingArguments(bf16=bf16, **optional,
         output_dir=str(out / CHECKPOINTS), per_device_train_batch_size=config.batch_size,
@@ -137,8 +140,8 @@ def training_arguments(config: DistillConfig, out: Path, device: str, bf16: bool
         warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm, num_train_epochs=config.epochs,
         max_steps=config.max_steps, save_steps=config.save_steps, save_total_limit=2,
-        logging_steps=config.logging_steps, seed=config.seed, data_seed=config.seed,
-        remove_unused_columns=False, report_to="none", disable_tqdm=True,
+        logging_steps=config.logging_steps, logging_first_step=True, seed=config.seed,
+        data_seed=config.seed, remove_unused_columns=False, report_to="none", disable_tqdm=True,
         use_cpu=device == "cpu", dataloader_num_workers=0)
 
 
@@ -177,7 +180,7 @@ def export_student(model, loaded: LoadedModel, config: DistillConfig, merge: boo
         save_student(model.merge_and_unload() if config.lora else model, loaded, out)
     kind = ("LoRA adapter" if config.lora and not merge else
             "LoRA, merged" if config.lora else "full fine-tune")
-    (out / "README.md").write_text(
+    (out / CARD).write_text(
         f"# Student of {loaded.name}\n\nMade by `d3 distill --recipe {config.recipe}` "
         f"({kind}) from the teacher `{loaded.name}` on the trajectories in "
         f"`{trajectories}`. Every setting is in `{RUN_FILE}`, the loss terms per logging "
@@ -188,7 +191,8 @@ def export_student(model, loaded: LoadedModel, config: DistillConfig, merge: boo
 class DistillJob:
     """One `d3 distill` run: `prepare` checks the inputs and builds the Trainer (fast, so
     bad input fails before any progress is drawn); `run` trains, resuming from the last
-    checkpoint in `out/checkpoints` (optimizer, scheduler, RNG, data position), and exports."""
+    checkpoint in `out/checkpoints` (optimizer, scheduler, RNG, data position), and exports;
+    the checkpoints go once the student is written."""
 
     loaded: LoadedModel
     trajectories: Path
@@ -201,7 +205,8 @@ class DistillJob:
     targets: Targets | None = None  # answers from a dataset, masks from the trajectories
     stop: SaveAndStopOnSignal = field(default_factory=SaveAndStopOnSignal)
 
-    def prepare(self) -> DistillTrainer:
+    def prepare(self) -> DistillTrainer | None:
+        """The Trainer, after checking the inputs; None when the student is already there."""
         config, loaded = self.config, self.loaded
         dataset = check_trajectories(self.trajectories, loaded)
         if self.targets is not None:
@@ -220,6 +225,8 @@ class DistillJob:
                                         "trajectories": str(self.trajectories.resolve()),
                                         "targets": self.targets and asdict(self.targets),
                                         **asdict(config)})
+        if self.finished:
+            return None
         set_seed(config.seed)  # LoRA's initial A matrices come from the global RNG
         trainer = DistillTrainer(
             model=build_student(loaded, config),
@@ -230,12 +237,22 @@ class DistillJob:
         trainer.remove_callback(PrinterCallback)  # the progress bar and the JSON log report
         return trainer
 
-    def run(self, trainer: DistillTrainer) -> Path | None:
-        """Train and export; None when a signal stopped the run (its step is saved)."""
+    @property
+    def finished(self) -> bool:
+        """Whether the student is already written (its card is the export's last file)."""
+        return (self.out / CARD).is_file()
+
+    def run(self, trainer: DistillTrainer | None) -> Path | None:
+        """Train and export, then delete the checkpoints (optimizer state included); None
+        when a signal stopped the run (its step is saved). A finished run (no `trainer`, see
+        `prepare`) does nothing."""
+        if trainer is None:
+            return self.out
         trainer.train(resume_from_checkpoint=last_complete_checkpoint(self.out / CHECKPOINTS))
         if self.stop.requested:
             return None
         if trainer.is_world_process_zero():
             export_student(trainer.model, self.loaded, self.config, self.merge, self.out,
                            self.trajectories)
+            shutil.rmtree(self.out / CHECKPOINTS, ignore_errors=True)
         return self.out
