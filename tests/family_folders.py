@@ -317,6 +317,11 @@ def write_dream(folder: Path) -> dict:
             "pad_token": "<|endoftext|>",
         },
     )
+    write_json(  # sampling flags without do_sample, as Dream ships them
+        folder / "generation_config.json",
+        {"bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|endoftext|>"],
+         "pad_token_id": ids["<|endoftext|>"], "temperature": 0.2},
+    )
     for name in ("configuration_dream.py", "modeling_dream.py", "tokenization_dream.py"):
         (folder / name).write_text(RAISING_CODE)
     weights = random_weights(dream_shapes(config), seed=2)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import transformers
 from safetensors import SafetensorError, safe_open
-from transformers import AutoTokenizer, GenerationConfig, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils.hub import get_checkpoint_shard_files
 
 from ..families import D3, Family, ModelLoadError, detect_family, token_facts_family
@@ -185,8 +185,9 @@ def decoding_defaults(folder: Path, family: Family = D3) -> dict[str, dict[str, 
     the `d3_decoding` entry of its generation_config.json (e.g. {"multiblock":
     {"threshold": 0.1, "blocks": 4}}); options given on the command line win."""
     defaults = {}
-    if (folder / GENERATION_CONFIG).is_file():
-        defaults = getattr(GenerationConfig.from_pretrained(folder), "d3_decoding", None) or {}
+    if (folder / GENERATION_CONFIG).is_file():  # read as JSON: GenerationConfig would warn
+        # about the family's own sampling flags (Dream's temperature without do_sample)
+        defaults = read_json(folder / GENERATION_CONFIG).get("d3_decoding") or {}
     if not isinstance(defaults, dict) or not all(isinstance(v, dict) for v in defaults.values()):
         raise ModelLoadError(f"{folder / GENERATION_CONFIG}: d3_decoding must map each method "
                              "to its options")

@@ -158,9 +158,14 @@ def build_student(loaded: LoadedModel, config: DistillConfig):
         raise DistillConfigError(f"LoRA target {missing[0]!r} is not a module of the teacher "
                                  f"(linear layers: q_proj, k_proj, v_proj, o_proj, gate_proj, "
                                  f"up_proj, down_proj)")
-    return get_peft_model(model, LoraConfig(
+    student = get_peft_model(model, LoraConfig(
         r=config.lora_rank, lora_alpha=config.lora_alpha,
         target_modules=list(config.lora_targets), lora_dropout=0.0, bias="none"))
+    # LoRA never resizes the embeddings, so every save (the Trainer's checkpoints too) skips
+    # peft's check for that, which reads the teacher's config.json as d3's own config: for
+    # a LLaDA or Dream teacher a warning about the model type (and Dream's rope_scaling).
+    student.save_pretrained = partial(student.save_pretrained, save_embedding_layers=False)
+    return student
 
 
 def export_student(model, loaded: LoadedModel, config: DistillConfig, merge: bool,

@@ -1,10 +1,13 @@
-"""Students of LLaDA- and Dream-format teachers are saved in the teacher's own format: its
+"""Students of LLaDA- and Dream-format teachers: saved in the teacher's own format (its
 config.json, its parameter names and shapes, its code and tokenizer files; d3 decodes the
-saved folder exactly as the student it trained."""
+saved folder exactly as the student it trained), and made without alarming messages."""
 
 from __future__ import annotations
 
 import json
+import logging
+import warnings
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -69,8 +72,10 @@ def test_a_student_is_saved_in_its_teachers_format(teachers, tmp_path, family, l
     assert any(not torch.equal(saved[name], original[name]) for name in saved)  # trained
     code = sorted(path.name for path in teacher.glob("*.py"))
     assert code and sorted(path.name for path in out.glob("*.py")) == code
-    for name in ("tokenizer_config.json", "special_tokens_map.json"):
-        assert (out / name).read_text() == (teacher / name).read_text()
+    for name in ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
+                 "special_tokens_map.json", "generation_config.json"):
+        if (teacher / name).is_file():
+            assert (out / name).read_bytes() == (teacher / name).read_bytes(), name
     assert (out / "distill.json").is_file() and (out / "README.md").is_file()
     student = load_model(str(out), device="cpu")
     assert student.family == loaded.family
@@ -94,3 +99,39 @@ def test_checkpoint_names_invert_the_weight_name_mapping(family):
                            "num_hidden_layers": 2}))
     for name in names:
         assert family.checkpoint_name(family.rename(name)) == name
+
+
+# Known-harmless messages that LLaDA and Dream runs used to print (transformers, peft).
+ALARMS = ("to instantiate a model of type", "rope_scaling", "generation flags are not valid")
+
+
+@contextmanager
+def messages():
+    """Everything transformers logs and every warning raised inside the block."""
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    library = logging.getLogger("transformers")
+    library.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as raised:
+            warnings.simplefilter("always")
+            yield seen
+    finally:
+        library.removeHandler(handler)
+    seen.extend(str(warning.message) for warning in raised)
+
+
+@pytest.mark.parametrize("family", sorted(WRITERS))
+def test_a_lora_distill_of_each_family_prints_no_alarm(teachers, tmp_path, capfd, family):
+    """Loading the teacher and a LoRA run that saves a checkpoint and the adapter."""
+    teacher, trajectories = teachers[family]
+    with messages() as seen:
+        loaded = load_model(str(teacher), device="cpu")
+        config = replace(load_config(preset_path(loaded.family), "d3", {}), lora_rank=4,
+                         lora_alpha=8, max_steps=1, save_steps=1, batch_size=2,
+                         only_correct=False)
+        job = DistillJob(loaded, trajectories, config, tmp_path / "student")
+        assert job.run(job.prepare()) == tmp_path / "student"
+    printed = [*seen, *capfd.readouterr().err.splitlines()]
+    assert not [line for line in printed if any(alarm in line for alarm in ALARMS)]
