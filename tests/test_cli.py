@@ -69,6 +69,7 @@ BAD_DECODE = [
     (["--device", "cuda"], "has no CUDA device"),
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--bogus"], "No such option: --bogus"),
+    (["--gen-length", "1024"], "plus --gen-length 1024 needs 1042 positions; arith-d3 has 512"),
 ]
 
 

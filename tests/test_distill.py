@@ -323,6 +323,21 @@ def test_bad_input_is_one_line(trajectories, tmp_path, change, message):
     assert "Traceback" not in result.output
 
 
+def test_trajectories_of_another_teacher_are_named_in_a_warning(trajectories, tmp_path):
+    """Same vocabulary, so the run can go on; but the student learns arith-teacher's
+    answers while starting from arith-d3."""
+    config = replace(load_config(preset_path("d3"), "d3", {}), max_steps=1)
+    job = DistillJob(load_model("arith-d3", device="cpu"), trajectories, config, tmp_path / "s")
+    job.prepare()
+    assert job.notices == [f"{trajectories} was made by 'arith-teacher', not by the teacher "
+                           "'arith-d3' (same vocabulary): the student learns another model's "
+                           "answers"]
+    same = DistillJob(load_model("arith-teacher", device="cpu"), trajectories, config,
+                      tmp_path / "t")
+    same.prepare()
+    assert same.notices == []
+
+
 def test_bf16_autocast_trains_float32_master_weights_and_the_loss_falls(trajectories,
                                                                         tmp_path):
     loaded = load_model("arith-teacher", device="cpu", dtype="float32")

@@ -57,6 +57,11 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+def warn(message: str) -> None:
+    """Print a one-line warning (never wrapped): the run goes on, but not quite as asked."""
+    typer.echo(f"warning: {message}", err=True)
+
+
 def checked(make: Callable[..., Result], *args: Any) -> Result:
     """`make(*args)`, the step that checks a command's inputs before any work; its input
     errors (`ValueError` and its kinds) become the one-line error."""

@@ -19,6 +19,7 @@ from .shared import (
     interrupted,
     one_of,
     progress_bar,
+    warn,
 )
 
 if TYPE_CHECKING:
@@ -100,6 +101,8 @@ def roll_out(options: dict) -> None:
     from ..jobs.trajectories import TrajectoryJob, TrajectoryRequest
 
     job = checked(TrajectoryJob, TrajectoryRequest(**options))
+    for notice in job.notices:
+        warn(notice)
     try:
         with progress_bar("speed", "accuracy") as bar:
             row = bar.add_task("trajectories", total=job.total, completed=job.done, speed="",

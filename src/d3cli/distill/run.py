@@ -14,7 +14,14 @@ import torch
 from torch import Tensor
 from transformers import PrinterCallback, TrainingArguments, set_seed
 
-from ..checkpoints import LoadedModel, ModelSpec, adapter_base_name, save_model, save_student
+from ..checkpoints import (
+    LoadedModel,
+    ModelSpec,
+    adapter_base_name,
+    canonical_name,
+    save_model,
+    save_student,
+)
 from ..checkpoints.resolve import ADAPTER_CONFIG
 from ..targets import Targets, join_targets
 from ..tasks.data import first_line
@@ -104,9 +111,10 @@ CARD = "README.md"  # the student's card, written last
 TERMS = (("loss", "loss"), ("CE", "ce"), ("CE'", "ce_complement"), ("ENT", "entropy"))
 
 
-def check_trajectories(folder: Path, loaded: LoadedModel):
+def check_trajectories(folder: Path, loaded: LoadedModel) -> tuple[Any, list[str]]:
     """The trajectory dataset in `folder`, after checking it was made for this teacher's
-    tokenizer (vocabulary size and mask id) and holds at least one record."""
+    tokenizer (vocabulary size and mask id) and holds at least one record, and what to warn
+    of: trajectories made by another model of the same vocabulary."""
     card = read_card(folder)
     model_facts = {"vocab_size": loaded.model.config.vocab_size,
                    "mask_token_id": loaded.spec.mask_token_id}
@@ -124,7 +132,11 @@ def check_trajectories(folder: Path, loaded: LoadedModel):
                                  f"({first_line(error)})") from error
     if len(dataset) == 0:
         raise DistillConfigError(f"{folder}: no trajectories")
-    return dataset
+    made_by = str(card.get("teacher"))
+    if canonical_name(made_by) == loaded.name:
+        return dataset, []
+    return dataset, [f"{folder} was made by {made_by!r}, not by the teacher {loaded.name!r} "
+                     "(same vocabulary): the student learns another model's answers"]
 
 
 def training_arguments(config: DistillConfig, out: Path, device: str, bf16: bool = False,
@@ -209,11 +221,12 @@ class DistillJob:
     gradient_checkpointing: bool = False
     targets: Targets | None = None  # answers from a dataset, masks from the trajectories
     stop: SaveAndStopOnSignal = field(default_factory=SaveAndStopOnSignal)
+    notices: list[str] = field(default_factory=list)  # what `prepare` found to warn of
 
     def prepare(self) -> DistillTrainer | None:
         """The Trainer, after checking the inputs; None when the student is already there."""
         config, loaded = self.config, self.loaded
-        dataset = check_trajectories(self.trajectories, loaded)
+        dataset, self.notices = check_trajectories(self.trajectories, loaded)
         if self.targets is not None:
             dataset = join_targets(self.targets, dataset, loaded, config.only_correct)
         elif config.only_correct:

@@ -17,8 +17,10 @@ from ..data_parallel import merge_parts, part_path, share
 from ..decode import METHOD_OPTIONS, resolve_options
 from ..runner import (
     SampleResult,
+    check_positions,
     decode_examples,
     load_prompts,
+    prompt_ids,
     records_of_run,
     run_record,
     write_results,
@@ -120,6 +122,8 @@ class DecodeJob:
             if option in METHOD_OPTIONS[name]}, **shared) for name in request.method}
         self.rank, self.world = self.processes.process_index, self.processes.num_processes
         self.examples = share(examples[:request.limit], self.rank, self.world)
+        check_positions(self.loaded, (prompt_ids(self.loaded, example, self.task.name)
+                                      for example in self.examples), gen_length)
         out = request.out
         self.target = part_path(out, self.rank, self.world) if self.world > 1 else out
 
