@@ -99,6 +99,22 @@ def test_an_empty_prompt_is_one_line_naming_file_and_line_before_any_work(tmp_pa
     assert not out.exists()
 
 
+def test_a_code_task_runs_generated_code_only_when_confirmed(tmp_path):
+    """Checked before the task (or the model) loads; with the flag the run goes on (here to
+    the missing data file)."""
+    out = tmp_path / "results.jsonl"
+    for task in ("humaneval", "mbpp_instruct"):
+        result = run("decode", "--task", task, "--out", str(out))
+        assert_one_line_error(result, "pass --confirm-run-unsafe-code to allow it")
+    missing = tmp_path / "missing.jsonl"
+    confirmed = run("decode", "--task", "humaneval", "--data-file", str(missing),
+                    "--confirm-run-unsafe-code", "--out", str(out))
+    assert confirmed.exit_code == 2, confirmed.stderr
+    assert "confirm" not in confirmed.stderr
+    assert confirmed.stderr.strip().splitlines()[-1].endswith(f"{missing} does not exist")
+    assert not out.exists()
+
+
 def test_pretrain_bad_shapes_and_steps_leave_no_folder(tmp_path):
     out = tmp_path / "run"
     assert_one_line_error(run("pretrain", "--out", str(out), "--heads", "5"),

@@ -93,6 +93,9 @@ ScoreDtypeOpt = Annotated[str, typer.Option(
     help="Precision of softmax, entropy and confidence: float32 or float64.")]
 OutOpt = Annotated[Path, typer.Option(
     help="Result JSON lines; appended, and a rerun skips ids already there.")]
+ConfirmRunUnsafeCodeOpt = Annotated[bool, typer.Option(
+    "--confirm-run-unsafe-code", help="Allow a code task (humaneval, mbpp, ...) to run the "
+                                      "model's answers with its tests, in d3's sandbox.")]
 
 
 def decode(
@@ -126,6 +129,7 @@ def decode(
     dtype: DtypeOpt = "auto",
     seed: SeedOpt = 0,
     out: OutOpt = Path("results.jsonl"),
+    confirm_run_unsafe_code: ConfirmRunUnsafeCodeOpt = False,
 ) -> None:
     """Decode prompts with one or more strategies; one JSON line per sample, then a summary.
 

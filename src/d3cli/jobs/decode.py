@@ -25,7 +25,7 @@ from ..runner import (
     run_record,
     write_results,
 )
-from ..tasks import EMBEDDED, Example, get_task
+from ..tasks import EMBEDDED, Example, get_task, runs_generated_code
 from .output import check_writable
 
 # The options that belong to some methods only, in the order their errors are reported.
@@ -69,6 +69,7 @@ class DecodeRequest:
     dtype: str
     seed: int
     out: Path
+    confirm_run_unsafe_code: bool = False  # a code task's scorer runs the model's answers
 
     def given(self) -> dict[str, Any]:
         """The method-specific options that were set."""
@@ -109,6 +110,10 @@ class DecodeJob:
         self.processes = PartialState(cpu=pick_device(request.device) == "cpu")
         given = request.given()
         check_methods(request.method, given)
+        if (not request.prompts and not request.confirm_run_unsafe_code
+                and runs_generated_code(request.task)):
+            raise ValueError(f"--task {request.task} scores answers by running the model's "
+                             "code (in d3's sandbox); pass --confirm-run-unsafe-code to allow it")
         self.task = get_task(request.task, data_file=request.data_file, split=request.split)
         examples = self.prompts()
         self.loaded = load_model(request.model or DEFAULT_MODEL, request.device, request.dtype)
