@@ -53,6 +53,10 @@ def test_top_help_is_for_users_and_version_and_listings_work():
     assert "arith-d3 (default of decode)" in models and "arith-teacher" in models
     tasks = run("tasks").stdout
     assert tasks.startswith("arith: ") and "gsm8k_cot_zeroshot" in tasks
+    for listing in (models, tasks):  # whole entries, at 80 columns
+        assert max(len(line) for line in listing.splitlines()) <= 80
+    assert "(several forms of each step are equally right)." in " ".join(tasks.split())
+    assert "at the teacher's one-token-per-forward accuracy." in " ".join(models.split())
 
 
 BAD_DECODE = [

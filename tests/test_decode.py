@@ -313,6 +313,7 @@ def test_decode_cli_reads_a_prompts_file(tmp_path, arith):
     out = tmp_path / "results.jsonl"
     result = invoke("--prompts", str(prompts), "--method", "vanilla", "--out", str(out))
     assert result.exit_code == 0, result.output
+    assert f"on {prompts} (2 prompts" in " ".join(result.stdout.split())  # the file, not arith
     records = [json.loads(line) for line in out.read_text().splitlines()]
     by_id = {r["id"]: r for r in records}
     assert sorted(by_id) == ["mine", "prompts-2"]

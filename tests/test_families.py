@@ -510,6 +510,10 @@ def break_no_weights(folder: Path) -> None:
         path.unlink()
 
 
+def break_no_tokenizer(folder: Path) -> None:
+    (folder / "tokenizer.json").unlink()
+
+
 def break_mask_token(folder: Path) -> None:
     edit_json(folder / "config.json", mask_token_id=None)
     for name in ("tokenizer.json", "tokenizer_config.json"):
@@ -536,6 +540,8 @@ def break_mask_token(folder: Path) -> None:
         (break_corrupt_shard, r"model-00001-of-00002.safetensors: unreadable safetensors file"),
         (break_no_weights, r"no safetensors weights"),
         (break_mask_token, r"no mask token"),
+        (break_no_tokenizer, r"cannot load the tokenizer \(the folder has no tokenizer file: "
+                             r"tokenizer.json, vocab.json with merges.txt"),
     ],
 )
 def test_bad_folder_gives_a_one_line_error(tmp_path, breakage, message):

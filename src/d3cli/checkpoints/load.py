@@ -147,7 +147,18 @@ def load_tokenizer(folder: Path, family: Family) -> PreTrainedTokenizerBase:
         return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     except Exception as error:  # tokenizer loading raises many kinds; report them alike
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelLoadError(f"{folder}: cannot load the tokenizer ({reason})") from error
+        raise ModelLoadError(f"{folder}: cannot load the tokenizer "
+                             f"({missing_tokenizer_files(folder) or reason})") from error
+
+
+def missing_tokenizer_files(folder: Path) -> str | None:
+    """What the folder lacks to hold any tokenizer (None when it has the files of one)."""
+    has = [(folder / name).is_file() for name in ("tokenizer.json", "tokenizer.model")]
+    pair = (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
+    if any(has) or pair or any(folder.glob("*.tiktoken")):
+        return None
+    return ("the folder has no tokenizer file: tokenizer.json, vocab.json with merges.txt, "
+            "tokenizer.model or *.tiktoken")
 
 
 def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedModel:

@@ -150,8 +150,9 @@ def show_runs(job: DecodeJob) -> None:
     """Run each method under a progress bar, then print the summary table, where the
     results went, and (under a launcher) the merge."""
     world = f", rank {job.rank} of {job.world}" if job.world > 1 else ""
+    source = job.request.prompts or job.task.name  # free-form prompts: the file's
     summary = Table("method", "rows (new)", "accuracy %", "TPF", "forwards", "tokens/s",
-                    "seconds", title=f"{job.loaded.name} on {job.task.name} "
+                    "seconds", title=f"{job.loaded.name} on {source} "
                                      f"({len(job.examples)} prompts{world}; tokens/s and "
                                      "seconds: new rows)")
     skipped = 0
