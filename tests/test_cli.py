@@ -59,6 +59,13 @@ def test_top_help_is_for_users_and_version_and_listings_work():
     assert "at the teacher's one-token-per-forward accuracy." in " ".join(models.split())
 
 
+def test_help_says_which_scorer_reads_prompts_and_how_dataset_answers_are_judged():
+    decode = " ".join(run("decode", "--help", columns=200).stdout.split())
+    assert "an answer is scored by arith's scorer" in decode
+    trajectories = " ".join(run("trajectories", "--help", columns=200).stdout.split())
+    assert "(the last \\boxed{}, else the text after the last ####)" in trajectories
+
+
 BAD_DECODE = [
     (["--limit", "-3"], "'--limit'"),
     (["--limit", "0"], "'--limit'"),

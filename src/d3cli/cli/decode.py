@@ -40,7 +40,8 @@ SplitOpt = Annotated[str | None, typer.Option(
          "choosing settings).")]
 PromptsOpt = Annotated[Path | None, typer.Option(
     help="JSON lines with 'prompt' (and optional 'id', 'answer') instead of the task's "
-         "eval prompts; scored with the task's scorer where an answer is given.")]
+         "eval prompts; an answer is scored by arith's scorer (other tasks score only "
+         "their own documents: give no answers).")]
 MethodOpt = Annotated[list[str], typer.Option(
     help="Strategy: vanilla, threshold, entropy, multiblock; repeat to compare on the same "
          "prompts.")]

@@ -34,7 +34,9 @@ DatasetOpt = Annotated[str | None, typer.Option(
     help="Hub id or local file of prompts instead of a task.")]
 SplitOpt = Annotated[str, typer.Option(help="--dataset split.")]
 QuestionFieldOpt = Annotated[str, typer.Option(help="--dataset prompt field.")]
-AnswerFieldOpt = Annotated[str, typer.Option(help="--dataset reference field.")]
+AnswerFieldOpt = Annotated[str, typer.Option(
+    help="--dataset reference field: an answer is correct when its final answer (the last "
+         "\\boxed{}, else the text after the last ####) matches the reference's.")]
 NumOpt = Annotated[int | None, typer.Option(
     min=1, help="Prompts to roll out (default: 1000 of a task, all of a dataset).")]
 AttemptsOpt = Annotated[int, typer.Option(
