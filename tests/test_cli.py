@@ -53,6 +53,17 @@ def test_top_help_is_for_users_and_version_and_listings_work():
     assert "arith-d3 (default of decode)" in models and "arith-teacher" in models
     tasks = run("tasks").stdout
     assert tasks.startswith("arith: ") and "gsm8k_cot_zeroshot" in tasks
+    for listing in (models, tasks):  # whole entries, at 80 columns
+        assert max(len(line) for line in listing.splitlines()) <= 80
+    assert "(several forms of each step are equally right)." in " ".join(tasks.split())
+    assert "at the teacher's one-token-per-forward accuracy." in " ".join(models.split())
+
+
+def test_help_says_which_scorer_reads_prompts_and_how_dataset_answers_are_judged():
+    decode = " ".join(run("decode", "--help", columns=200).stdout.split())
+    assert "an answer is scored by arith's scorer" in decode
+    trajectories = " ".join(run("trajectories", "--help", columns=200).stdout.split())
+    assert "(the last \\boxed{}, else the text after the last ####)" in trajectories
 
 
 BAD_DECODE = [
@@ -69,6 +80,7 @@ BAD_DECODE = [
     (["--device", "cuda"], "has no CUDA device"),
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--bogus"], "No such option: --bogus"),
+    (["--gen-length", "1024"], "plus --gen-length 1024 needs 1042 positions; arith-d3 has 512"),
 ]
 
 
@@ -95,6 +107,22 @@ def test_an_empty_prompt_is_one_line_naming_file_and_line_before_any_work(tmp_pa
     out = tmp_path / "results.jsonl"
     result = run("decode", "--prompts", str(prompts), "--out", str(out))
     assert_one_line_error(result, f"{prompts}:2: empty prompt")
+    assert not out.exists()
+
+
+def test_a_code_task_runs_generated_code_only_when_confirmed(tmp_path):
+    """Checked before the task (or the model) loads; with the flag the run goes on (here to
+    the missing data file)."""
+    out = tmp_path / "results.jsonl"
+    for task in ("humaneval", "mbpp_instruct"):
+        result = run("decode", "--task", task, "--out", str(out))
+        assert_one_line_error(result, "pass --confirm-run-unsafe-code to allow it")
+    missing = tmp_path / "missing.jsonl"
+    confirmed = run("decode", "--task", "humaneval", "--data-file", str(missing),
+                    "--confirm-run-unsafe-code", "--out", str(out))
+    assert confirmed.exit_code == 2, confirmed.stderr
+    assert "confirm" not in confirmed.stderr
+    assert confirmed.stderr.strip().splitlines()[-1].endswith(f"{missing} does not exist")
     assert not out.exists()
 
 

@@ -227,6 +227,20 @@ def test_decode_cli_validation_split_is_its_own_task(tmp_path):
         ("arith-validation", "arith-val-0"), ("arith-validation", "arith-val-1")]
 
 
+def test_a_folder_is_one_model_however_it_is_typed(tmp_path, monkeypatch):
+    """./x and /abs/x are the same model: recorded by its absolute path, so a resume under
+    the other spelling skips the rows already there."""
+    shutil.copytree(resolve_model_path("arith-d3"), tmp_path / "x")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "results.jsonl"
+    assert invoke("--model", "./x", "--limit", "2", "--out", str(out)).exit_code == 0
+    again = invoke("--model", str(tmp_path / "x"), "--limit", "2", "--out", str(out))
+    assert again.exit_code == 0, again.output
+    assert "skipped 2 rows already there" in " ".join(again.output.split())
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 2 and {r["model"] for r in records} == {str(tmp_path.resolve() / "x")}
+
+
 def model_with_decoding(tmp_path, decoding: dict) -> str:
     """A copy of the shipped teacher whose generation_config.json sets `d3_decoding`."""
     folder = tmp_path / "with-defaults"
@@ -300,6 +314,7 @@ def test_decode_cli_reads_a_prompts_file(tmp_path, arith):
     out = tmp_path / "results.jsonl"
     result = invoke("--prompts", str(prompts), "--method", "vanilla", "--out", str(out))
     assert result.exit_code == 0, result.output
+    assert f"on {prompts} (2 prompts" in " ".join(result.stdout.split())  # the file, not arith
     records = [json.loads(line) for line in out.read_text().splitlines()]
     by_id = {r["id"]: r for r in records}
     assert sorted(by_id) == ["mine", "prompts-2"]

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +20,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from d3cli.canvas import first_stop
-from d3cli.checkpoints import load_model
+from d3cli.checkpoints import ModelLoadError, adapter_base_name, load_model, resolve_model_path
 from d3cli.cli import app
 from d3cli.distill import (
     DistillConfig,
@@ -182,6 +184,25 @@ def test_cli_writes_a_student_that_decode_loads(trajectories, tmp_path):
     assert len(out.read_text().splitlines()) == 2
 
 
+def test_a_finished_run_shows_its_terms_keeps_no_checkpoints_and_reruns_as_a_no_op(
+        trajectories, tmp_path):
+    """CE, CE' and ENT show from the first step (before `logging_steps`); the checkpoints
+    (optimizer state) go once the student is written; a rerun touches nothing."""
+    student = tmp_path / "student"
+    arguments = ["--trajectories", str(trajectories), "--out", str(student), "--max-steps",
+                 "2", "--save-steps", "1", "--batch-size", "4", "--device", "cpu"]
+    result = distill_cli(*arguments)
+    assert result.exit_code == 0, result.output
+    assert all(f"{term} " in result.output for term in ("CE", "CE'", "ENT"))
+    assert json.loads((student / "distill_log.jsonl").read_text().splitlines()[0])["step"] == 1
+    assert not (student / "checkpoints").exists()
+    written = {path.name: path.read_bytes() for path in student.iterdir()}
+    again = distill_cli(*arguments)
+    assert again.exit_code == 0, again.output
+    assert "already in" in again.output and "distill (d3)" not in again.output
+    assert {path.name: path.read_bytes() for path in student.iterdir()} == written
+
+
 def test_lora_adapter_folder_loads_as_the_merged_student(trajectories, tmp_path):
     common = ["--trajectories", str(trajectories), "--lora", "--max-steps", "2",
               "--batch-size", "4", "--device", "cpu", "--learning-rate", "0.01"]
@@ -192,6 +213,45 @@ def test_lora_adapter_folder_loads_as_the_merged_student(trajectories, tmp_path)
         adapter = load_model(str(tmp_path / "adapter"), device="cpu").model(ids)
         merged = load_model(str(tmp_path / "merged"), device="cpu").model(ids)
     torch.testing.assert_close(adapter, merged, atol=1e-5, rtol=0)
+
+
+def test_a_lora_student_of_a_relative_teacher_loads_from_any_folder(trajectories, tmp_path,
+                                                                   monkeypatch):
+    """The adapter names a teacher beside it as ../NAME and loading resolves that against
+    the adapter folder: from another folder (one with a different `teacher` in it too) the
+    student is the same; a teacher that is gone is a one-line error naming the adapter."""
+    shutil.copytree(resolve_model_path("arith-teacher"), tmp_path / "teacher")
+    monkeypatch.chdir(tmp_path)
+    result = distill_cli("--trajectories", str(trajectories), "--teacher", "teacher", "--lora",
+                         "--max-steps", "1", "--batch-size", "4", "--device", "cpu",
+                         "--learning-rate", "0.01", "--out", "student")
+    assert result.exit_code == 0, result.output
+    adapter = json.loads((tmp_path / "student" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == "../teacher"
+    ids = torch.randint(0, 21, (1, 30), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        here = load_model("student", device="cpu").model(ids)
+        elsewhere = tmp_path / "elsewhere"
+        shutil.copytree(resolve_model_path("arith-d3"), elsewhere / "teacher")
+        monkeypatch.chdir(elsewhere)
+        torch.testing.assert_close(load_model(str(tmp_path / "student")).model(ids), here)
+    decoded = CliRunner().invoke(app, ["decode", "--model", str(tmp_path / "student"),
+                                       "--limit", "1", "--device", "cpu"])
+    assert decoded.exit_code == 0, decoded.output
+    (tmp_path / "teacher").rename(tmp_path / "moved")
+    with pytest.raises(ModelLoadError, match=r"student/adapter_config.json: its base model "
+                                             r"'../teacher' does not load") as error:
+        load_model(str(tmp_path / "student"))
+    assert "\n" not in str(error.value)
+
+
+def test_an_adapter_names_its_base_so_it_resolves_from_anywhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "llada").mkdir()
+    assert adapter_base_name("llada", tmp_path / "student") == "../llada"
+    assert adapter_base_name("./llada", Path("runs/student")) == str(tmp_path / "llada")
+    assert adapter_base_name("arith-teacher", tmp_path / "student") == "arith-teacher"
+    assert adapter_base_name("GSAI-ML/LLaDA-8B-Instruct", tmp_path) == "GSAI-ML/LLaDA-8B-Instruct"
 
 
 def distill_command(trajectories, out) -> list[str]:
@@ -263,6 +323,21 @@ def test_bad_input_is_one_line(trajectories, tmp_path, change, message):
     assert "Traceback" not in result.output
 
 
+def test_trajectories_of_another_teacher_are_named_in_a_warning(trajectories, tmp_path):
+    """Same vocabulary, so the run can go on; but the student learns arith-teacher's
+    answers while starting from arith-d3."""
+    config = replace(load_config(preset_path("d3"), "d3", {}), max_steps=1)
+    job = DistillJob(load_model("arith-d3", device="cpu"), trajectories, config, tmp_path / "s")
+    job.prepare()
+    assert job.notices == [f"{trajectories} was made by 'arith-teacher', not by the teacher "
+                           "'arith-d3' (same vocabulary): the student learns another model's "
+                           "answers"]
+    same = DistillJob(load_model("arith-teacher", device="cpu"), trajectories, config,
+                      tmp_path / "t")
+    same.prepare()
+    assert same.notices == []
+
+
 def test_bf16_autocast_trains_float32_master_weights_and_the_loss_falls(trajectories,
                                                                         tmp_path):
     loaded = load_model("arith-teacher", device="cpu", dtype="float32")
@@ -326,7 +401,7 @@ def test_a_warmup_ratio_reaches_the_scheduler(trajectories, tmp_path):
 def test_lora_on_two_processes_equals_one_process_with_their_accumulation(tmp_path):
     """LLaDA-format teacher; 2 processes × accumulation 2 read the same micro-batches and
     draw the same noise as 1 process × accumulation 4, and average the same way."""
-    from test_families import write_llada
+    from family_folders import write_llada
 
     teacher = tmp_path / "LLaDA-8B-Instruct"
     write_llada(teacher)

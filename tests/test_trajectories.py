@@ -188,8 +188,10 @@ def test_a_local_dataset_is_rolled_out_and_scored_by_its_answer_field(tmp_path, 
                             for e in examples))
     out = tmp_path / "out"
     result = invoke("--out", str(out), "--dataset", str(data), "--question-field", "q",
-                    "--answer-field", "a", "--gen-length", "64", "--attempts", "1")
+                    "--answer-field", "a", "--gen-length", "64", "--attempts", "1",
+                    "--num", "5")
     assert result.exit_code == 0, result.output
+    assert f"warning: --num 5: {data} has only 3 prompts; rolling out those\n" in result.output
     rows = dataset_rows(out)
     assert [row["id"] for row in rows] == [f"questions.jsonl-{i}" for i in range(3)]
     for row, example in zip(rows, examples, strict=True):
@@ -216,6 +218,7 @@ def test_dataset_answers_compare_boxed_or_final_marks(tmp_path):
     (["--model", "NO_MASK"], "has no mask token"),
     (["--block-size", "8"], "block_size = 16, not 8"),
     (["--shard", "3/2"], "is not I/N"),
+    (["--gen-length", "1024"], "--gen-length 1024 needs 1042 positions; arith-teacher has 512"),
 ])
 def test_bad_input_is_one_line(tmp_path, uninterrupted, arguments, message, request):
     data = tmp_path / "data.jsonl"

@@ -188,11 +188,11 @@ def test_a_source_without_the_reference_fields_is_refused(imported_teacher, tmp_
 
 @pytest.mark.parametrize("family", ["llada", "dream"])
 def test_the_teacher_facts_are_those_load_model_gives(family, tmp_path):
-    import test_families
+    import family_folders
 
     from d3cli.checkpoints import load_model
 
-    getattr(test_families, f"write_{family}")(tmp_path / family)
+    getattr(family_folders, f"write_{family}")(tmp_path / family)
     loaded = load_model(str(tmp_path / family), device="cpu")
     facts = load_teacher(str(tmp_path / family))
     assert facts.spec == loaded.spec

@@ -25,6 +25,21 @@ class ModelLoadError(ValueError):
 
 # (checkpoint name pattern, d3 name template); a name must match exactly one pattern.
 WeightRules = tuple[tuple[str, str], ...]
+GROUP = re.compile(r"\(([^()]*)\)")  # a rule's capture groups (never nested)
+
+
+def inverse_rule(pattern: str, template: str) -> tuple[str, str]:
+    """The rule from d3's name back to the checkpoint's: the template becomes a pattern (each
+    back-reference the group's own pattern) and the pattern a template."""
+    groups, parts = GROUP.findall(pattern), re.split(r"\\(\d)", template)
+    order = [int(number) for number in parts[1::2]]  # the template's references, in order
+    inverse = "".join(re.escape(part) if index % 2 == 0 else f"({groups[int(part) - 1]})"
+                      for index, part in enumerate(parts))
+    pieces = GROUP.split(pattern)  # literal, group, literal, ...
+    back = "".join(re.sub(r"\\(.)", r"\1", piece) if index % 2 == 0
+                   else f"\\g<{order.index(index // 2 + 1) + 1}>"
+                   for index, piece in enumerate(pieces))
+    return inverse, back
 
 
 @dataclass(frozen=True)
@@ -56,17 +71,27 @@ class Family:
     # generation_config.json and the command line override them).
     vanilla_defaults: tuple[tuple[str, Any], ...] = ()
     tokenizer_class: str | None = None  # built-in class for folders whose tokenizer is remote code
+    tie_key: str | None = None  # the config.json key that ties the output head to the embedding
 
     def rename(self, name: str) -> str | None:
         """d3's parameter name for checkpoint tensor `name`; None when no rule matches."""
-        for pattern, template in self.weight_rules:
-            match = re.fullmatch(pattern, name)
-            if match:
-                return match.expand(template)
-        return None
+        return apply_rules(self.weight_rules, name)
+
+    def checkpoint_name(self, name: str) -> str | None:
+        """The checkpoint's tensor name for d3's parameter `name` (the inverse of `rename`)."""
+        return apply_rules(tuple(inverse_rule(*rule) for rule in self.weight_rules), name)
 
     def is_ignored(self, name: str) -> bool:
         return any(re.fullmatch(pattern, name) for pattern in self.ignored_weights)
+
+
+def apply_rules(rules: WeightRules, name: str) -> str | None:
+    """`name` renamed by the first rule whose pattern matches it whole; None when none does."""
+    for pattern, template in rules:
+        match = re.fullmatch(pattern, name)
+        if match:
+            return match.expand(template)
+    return None
 
 
 class ConfigReader:
@@ -214,6 +239,7 @@ LLADA = Family(
     prompt_wrappers=(("humaneval", "Write a solution to the following problem and make sure "
                                    "that it passes the tests:\n```python\n{prompt}\n```\n "),),
     tokenizer_class="PreTrainedTokenizerFast",
+    tie_key="weight_tying",
 )
 
 _LAYER = r"model\.layers\.(\d+)\."
@@ -241,6 +267,7 @@ DREAM = Family(
     vanilla_defaults=(("temperature", 0.1), ("top_p", 0.9), ("one_block", True)),
     chat_template="always",
     tokenizer_class="Qwen2Tokenizer",  # Dream's remote DreamTokenizer is Qwen2's BPE
+    tie_key="tie_word_embeddings",
 )
 
 D3 = Family(

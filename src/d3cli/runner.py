@@ -78,6 +78,19 @@ def decode_examples(loaded: LoadedModel, task: Task, examples: Sequence[Example]
                            done.seconds, correct, output, run["env"])
 
 
+def check_positions(loaded: LoadedModel, prompts: Iterable[Sequence[int]],
+                    gen_length: int) -> None:
+    """Fail, before any work, when the longest prompt plus the answer canvas needs more
+    positions than the model has (`max_position_embeddings`, or fewer learned positions)."""
+    config = loaded.model.config
+    limit = min(size for size in (config.max_position_embeddings, config.learned_positions)
+                if size)
+    longest = max((len(prompt) for prompt in prompts), default=0)
+    if longest + gen_length > limit:
+        raise ValueError(f"the longest prompt ({longest} tokens) plus --gen-length {gen_length} "
+                         f"needs {longest + gen_length} positions; {loaded.name} has {limit}")
+
+
 def prompt_ids(loaded: LoadedModel, example: Example, task: str) -> list[int]:
     """An example's prompt as the model's family feeds it (`encode_prompt`), with the chat
     turns and task kind a harness task records."""

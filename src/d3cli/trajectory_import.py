@@ -26,7 +26,7 @@ import pyarrow as pa
 from transformers import PreTrainedTokenizerBase
 
 from .canvas import first_stop
-from .checkpoints import ModelSpec, resolve_model_path
+from .checkpoints import ModelSpec, canonical_name, resolve_model_path
 from .checkpoints.load import load_tokenizer, read_json
 from .checkpoints.spec import spec_for
 from .families import detect_family, token_facts_family
@@ -69,7 +69,7 @@ def load_teacher(name: str) -> Teacher:
     tokenizer = load_tokenizer(path, facts)
     # spec_for reads only the model's config and name
     spec = spec_for(SimpleNamespace(config=config, name_or_path=str(path)), tokenizer, facts)
-    return Teacher(name, tokenizer, spec, config.vocab_size)
+    return Teacher(canonical_name(name), tokenizer, spec, config.vocab_size)
 
 
 def import_run(source: str, teacher: Teacher, gen_length: int, block_size: int,

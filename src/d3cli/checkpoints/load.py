@@ -15,12 +15,12 @@ from typing import Any
 import torch
 import transformers
 from safetensors import SafetensorError, safe_open
-from transformers import AutoTokenizer, GenerationConfig, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils.hub import get_checkpoint_shard_files
 
 from ..families import D3, Family, ModelLoadError, detect_family, token_facts_family
 from ..model import D3Config, D3Model
-from .resolve import ADAPTER_CONFIG, resolve_model_path
+from .resolve import ADAPTER_CONFIG, adapter_base_path, canonical_name, resolve_model_path
 from .spec import ModelSpec, spec_for
 
 GENERATION_CONFIG = "generation_config.json"
@@ -28,8 +28,8 @@ GENERATION_CONFIG = "generation_config.json"
 
 @dataclass
 class LoadedModel:
-    """A model ready to decode: weights, tokenizer, spec, the name it was asked by, and the
-    family whose token facts it follows (d3, LLaDA, Dream)."""
+    """A model ready to decode: weights, tokenizer, spec, the name it was asked by, the
+    family whose token facts it follows (d3, LLaDA, Dream), and its folder."""
 
     name: str
     model: D3Model
@@ -37,6 +37,7 @@ class LoadedModel:
     spec: ModelSpec
     family: str = D3.name
     decoding: dict[str, dict[str, Any]] = field(default_factory=dict)  # see decoding_defaults
+    folder: Path | None = None  # where its config.json is (a LoRA student: its base's)
 
     @property
     def device(self) -> torch.device:
@@ -146,12 +147,25 @@ def load_tokenizer(folder: Path, family: Family) -> PreTrainedTokenizerBase:
         return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     except Exception as error:  # tokenizer loading raises many kinds; report them alike
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelLoadError(f"{folder}: cannot load the tokenizer ({reason})") from error
+        raise ModelLoadError(f"{folder}: cannot load the tokenizer "
+                             f"({missing_tokenizer_files(folder) or reason})") from error
+
+
+def missing_tokenizer_files(folder: Path) -> str | None:
+    """What the folder lacks to hold any tokenizer (None when it has the files of one)."""
+    has = [(folder / name).is_file() for name in ("tokenizer.json", "tokenizer.model")]
+    pair = (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
+    if any(has) or pair or any(folder.glob("*.tiktoken")):
+        return None
+    return ("the folder has no tokenizer file: tokenizer.json, vocab.json with merges.txt, "
+            "tokenizer.model or *.tiktoken")
 
 
 def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedModel:
-    """Load weights, tokenizer and spec; `auto` picks CUDA + bf16 when present, else CPU + fp32."""
-    path = resolve_model_path(name)
+    """Load weights, tokenizer and spec; `auto` picks CUDA + bf16 when present, else CPU + fp32.
+    The model is named as it is recorded (`canonical_name`: a local folder by its absolute
+    path)."""
+    path, name = resolve_model_path(name), canonical_name(name)
     if not (path / "config.json").is_file():
         return load_adapter(name, path, device, dtype)
     torch_device = torch.device(pick_device(device))
@@ -174,7 +188,7 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedMo
     facts = token_facts_family(raw, family)
     tokenizer = load_tokenizer(path, facts)
     return LoadedModel(name, model.eval(), tokenizer, spec_for(model, tokenizer, facts),
-                       facts.name, decoding_defaults(path, facts))
+                       facts.name, decoding_defaults(path, facts), path)
 
 
 def decoding_defaults(folder: Path, family: Family = D3) -> dict[str, dict[str, Any]]:
@@ -182,8 +196,9 @@ def decoding_defaults(folder: Path, family: Family = D3) -> dict[str, dict[str, 
     the `d3_decoding` entry of its generation_config.json (e.g. {"multiblock":
     {"threshold": 0.1, "blocks": 4}}); options given on the command line win."""
     defaults = {}
-    if (folder / GENERATION_CONFIG).is_file():
-        defaults = getattr(GenerationConfig.from_pretrained(folder), "d3_decoding", None) or {}
+    if (folder / GENERATION_CONFIG).is_file():  # read as JSON: GenerationConfig would warn
+        # about the family's own sampling flags (Dream's temperature without do_sample)
+        defaults = read_json(folder / GENERATION_CONFIG).get("d3_decoding") or {}
     if not isinstance(defaults, dict) or not all(isinstance(v, dict) for v in defaults.values()):
         raise ModelLoadError(f"{folder / GENERATION_CONFIG}: d3_decoding must map each method "
                              "to its options")
@@ -194,14 +209,19 @@ def decoding_defaults(folder: Path, family: Family = D3) -> dict[str, dict[str, 
 
 
 def load_adapter(name: str, folder: Path, device: str, dtype: str) -> LoadedModel:
-    """A LoRA adapter folder: its base model (named in adapter_config.json) with the adapter
-    merged in."""
+    """A LoRA adapter folder: its base model (named in adapter_config.json; a relative path
+    from the adapter folder) with the adapter merged in."""
     from peft import PeftModel
 
-    base_name = read_json(folder / ADAPTER_CONFIG).get("base_model_name_or_path")
+    settings = folder / ADAPTER_CONFIG
+    base_name = read_json(settings).get("base_model_name_or_path")
     if not base_name:
-        raise ModelLoadError(f"{folder / ADAPTER_CONFIG}: names no base model")
-    base = load_model(base_name, device, dtype)
+        raise ModelLoadError(f"{settings}: names no base model")
+    try:
+        base = load_model(adapter_base_path(base_name, folder), device, dtype)
+    except ModelLoadError as error:
+        raise ModelLoadError(f"{settings}: its base model {base_name!r} does not load "
+                             f"({error})") from None
     model = PeftModel.from_pretrained(base.model, folder).merge_and_unload()
     return replace(base, name=name, model=model.eval(),
                    decoding={**base.decoding, **decoding_defaults(folder)})

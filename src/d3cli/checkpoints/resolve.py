@@ -19,9 +19,43 @@ def embedded_models() -> list[str]:
     return sorted(path.name for path in ASSETS.glob("*/config.json") for path in [path.parent])
 
 
+def is_embedded(name: str) -> bool:
+    return (ASSETS / name / "config.json").is_file()
+
+
+def canonical_name(name: str) -> str:
+    """How a model name is recorded and compared: a local folder as its absolute resolved
+    path (so `./llada` and `/abs/llada` are one model), an embedded name or hub id as typed."""
+    local = Path(name).expanduser()
+    return str(local.resolve()) if not is_embedded(name) and local.is_dir() else name
+
+
+def adapter_base_name(base: str, adapter: Path) -> str:
+    """The base model as an adapter folder records it, so that it resolves the same from any
+    folder: an embedded name or hub id as typed, a folder beside the adapter as ../NAME,
+    any other folder as its absolute path."""
+    name = canonical_name(base)
+    if not Path(name).is_absolute():
+        return name
+    return f"../{Path(name).name}" if Path(name).parent == adapter.resolve().parent else name
+
+
+def adapter_base_path(base: str, adapter: Path) -> str:
+    """The `--model` name of the base an adapter folder records (`adapter_base_name`): a
+    relative path is resolved against the adapter folder, never the working folder."""
+    if is_embedded(base):
+        return base
+    local = Path(base).expanduser()
+    if local.is_absolute():
+        return str(local)
+    beside = adapter / local
+    hub_id = base.count("/") == 1 and not base.startswith(".")
+    return base if hub_id and not beside.exists() else str(beside)
+
+
 def resolve_model_path(name: str) -> Path:
     """An embedded model's folder, a local folder, or a hub snapshot (downloaded if allowed)."""
-    if (ASSETS / name / "config.json").is_file():
+    if is_embedded(name):
         return ASSETS / name
     local = Path(name).expanduser()
     if local.is_dir():

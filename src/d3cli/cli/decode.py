@@ -40,7 +40,8 @@ SplitOpt = Annotated[str | None, typer.Option(
          "choosing settings).")]
 PromptsOpt = Annotated[Path | None, typer.Option(
     help="JSON lines with 'prompt' (and optional 'id', 'answer') instead of the task's "
-         "eval prompts; scored with the task's scorer where an answer is given.")]
+         "eval prompts; an answer is scored by arith's scorer (other tasks score only "
+         "their own documents: give no answers).")]
 MethodOpt = Annotated[list[str], typer.Option(
     help="Strategy: vanilla, threshold, entropy, multiblock; repeat to compare on the same "
          "prompts.")]
@@ -93,6 +94,9 @@ ScoreDtypeOpt = Annotated[str, typer.Option(
     help="Precision of softmax, entropy and confidence: float32 or float64.")]
 OutOpt = Annotated[Path, typer.Option(
     help="Result JSON lines; appended, and a rerun skips ids already there.")]
+ConfirmRunUnsafeCodeOpt = Annotated[bool, typer.Option(
+    "--confirm-run-unsafe-code", help="Allow a code task (humaneval, mbpp, ...) to run the "
+                                      "model's answers with its tests, in d3's sandbox.")]
 
 
 def decode(
@@ -126,6 +130,7 @@ def decode(
     dtype: DtypeOpt = "auto",
     seed: SeedOpt = 0,
     out: OutOpt = Path("results.jsonl"),
+    confirm_run_unsafe_code: ConfirmRunUnsafeCodeOpt = False,
 ) -> None:
     """Decode prompts with one or more strategies; one JSON line per sample, then a summary.
 
@@ -146,8 +151,9 @@ def show_runs(job: DecodeJob) -> None:
     """Run each method under a progress bar, then print the summary table, where the
     results went, and (under a launcher) the merge."""
     world = f", rank {job.rank} of {job.world}" if job.world > 1 else ""
+    source = job.request.prompts or job.task.name  # free-form prompts: the file's
     summary = Table("method", "rows (new)", "accuracy %", "TPF", "forwards", "tokens/s",
-                    "seconds", title=f"{job.loaded.name} on {job.task.name} "
+                    "seconds", title=f"{job.loaded.name} on {source} "
                                      f"({len(job.examples)} prompts{world}; tokens/s and "
                                      "seconds: new rows)")
     skipped = 0

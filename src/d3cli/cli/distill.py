@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .shared import DeviceOpt, checked, console, interrupted, train
+from .shared import DeviceOpt, checked, console, interrupted, train, warn
 
 TrajectoriesOpt = Annotated[Path, typer.Option(help="Folder written by d3 trajectories.")]
 OutOpt = Annotated[Path, typer.Option(help="Student folder (checkpoints/ while training).")]
@@ -105,6 +105,12 @@ def train_student(options: dict) -> None:
     from ..jobs.distill import DistillRequest, prepare_distill
 
     job, trainer = checked(prepare_distill, DistillRequest(**options))
+    if trainer is None:
+        console.print(f"the student is already in {job.out}; nothing to do (another --out "
+                      "trains a new one)")
+        return
+    for notice in job.notices:
+        warn(notice)
     if getattr(trainer.train_dataset, "unmatched", 0):
         console.print(f"{trainer.train_dataset.unmatched} rows of {options['targets']} left "
                       "out: no trajectory of their row (or only an incorrect one, without "

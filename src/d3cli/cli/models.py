@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from .shared import listing_entry
+
 
 def models() -> None:
     """List the embedded models (any local folder or hub id also works as --model)."""
@@ -15,4 +17,4 @@ def models() -> None:
         lines = card.read_text(encoding="utf-8").split("\n\n") if card.is_file() else [""]
         summary = " ".join(lines[1].split()) if len(lines) > 1 else ""
         role = f" ({roles[folder.name]})" if folder.name in roles else ""
-        typer.echo(f"{folder.name}{role}: {summary}")
+        typer.echo(listing_entry(f"{folder.name}{role}", summary))

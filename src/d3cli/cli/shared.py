@@ -8,6 +8,7 @@ error is; an interrupted run says what it kept and exits 130.
 from __future__ import annotations
 
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
@@ -57,6 +58,11 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+def warn(message: str) -> None:
+    """Print a one-line warning (never wrapped): the run goes on, but not quite as asked."""
+    typer.echo(f"warning: {message}", err=True)
+
+
 def checked(make: Callable[..., Result], *args: Any) -> Result:
     """`make(*args)`, the step that checks a command's inputs before any work; its input
     errors (`ValueError` and its kinds) become the one-line error."""
@@ -102,6 +108,13 @@ DtypeOpt = Annotated[str, typer.Option(callback=one_of(*DTYPES),
 SeedOpt = Annotated[int, typer.Option()]
 BlockSizeOpt = Annotated[int | None, typer.Option(min=1, help="Default: the model's.")]
 GenLengthOpt = Annotated[int | None, typer.Option(min=1, help="Default: the task's.")]
+
+
+def listing_entry(name: str, text: str) -> str:
+    """One entry of `d3 models` or `d3 tasks`: `name: text`, whole, wrapped at 80 columns
+    with its later lines indented."""
+    return textwrap.fill(f"{name}: {' '.join(text.split())}", width=80,
+                         subsequent_indent="  ", break_on_hyphens=False)
 
 
 def progress_bar(*fields: str) -> Progress:

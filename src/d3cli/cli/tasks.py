@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from .shared import listing_entry
+
 
 def tasks() -> None:
     """List the tasks of --task: the embedded one, and the lm-eval tasks of the d3LLM
@@ -12,6 +14,6 @@ def tasks() -> None:
     from ..tasks import EMBEDDED, REFERENCE_TASKS
 
     for name, task in EMBEDDED.items():
-        typer.echo(f"{name}: {(task.__doc__ or '').strip().splitlines()[0]}")
+        typer.echo(listing_entry(name, task.__doc__ or ""))
     for name in REFERENCE_TASKS:
-        typer.echo(f"{name}: lm-eval's task (hub data, or a local --data-file)")
+        typer.echo(listing_entry(name, "lm-eval's task (hub data, or a local --data-file)"))

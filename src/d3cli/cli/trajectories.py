@@ -19,6 +19,7 @@ from .shared import (
     interrupted,
     one_of,
     progress_bar,
+    warn,
 )
 
 if TYPE_CHECKING:
@@ -33,7 +34,9 @@ DatasetOpt = Annotated[str | None, typer.Option(
     help="Hub id or local file of prompts instead of a task.")]
 SplitOpt = Annotated[str, typer.Option(help="--dataset split.")]
 QuestionFieldOpt = Annotated[str, typer.Option(help="--dataset prompt field.")]
-AnswerFieldOpt = Annotated[str, typer.Option(help="--dataset reference field.")]
+AnswerFieldOpt = Annotated[str, typer.Option(
+    help="--dataset reference field: an answer is correct when its final answer (the last "
+         "\\boxed{}, else the text after the last ####) matches the reference's.")]
 NumOpt = Annotated[int | None, typer.Option(
     min=1, help="Prompts to roll out (default: 1000 of a task, all of a dataset).")]
 AttemptsOpt = Annotated[int, typer.Option(
@@ -100,6 +103,8 @@ def roll_out(options: dict) -> None:
     from ..jobs.trajectories import TrajectoryJob, TrajectoryRequest
 
     job = checked(TrajectoryJob, TrajectoryRequest(**options))
+    for notice in job.notices:
+        warn(notice)
     try:
         with progress_bar("speed", "accuracy") as bar:
             row = bar.add_task("trajectories", total=job.total, completed=job.done, speed="",

@@ -4,6 +4,7 @@ checks, resume, and the exported student."""
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -13,7 +14,15 @@ import torch
 from torch import Tensor
 from transformers import PrinterCallback, TrainingArguments, set_seed
 
-from ..checkpoints import LoadedModel, ModelSpec, save_model
+from ..checkpoints import (
+    LoadedModel,
+    ModelSpec,
+    adapter_base_name,
+    canonical_name,
+    save_model,
+    save_student,
+)
+from ..checkpoints.resolve import ADAPTER_CONFIG
 from ..targets import Targets, join_targets
 from ..tasks.data import first_line
 from ..training import (
@@ -98,12 +107,14 @@ class DistillTrainer(KeyedNoiseTrainer):
 
 RUN_FILE = "distill.json"
 LOG_FILE = "distill_log.jsonl"
+CARD = "README.md"  # the student's card, written last
 TERMS = (("loss", "loss"), ("CE", "ce"), ("CE'", "ce_complement"), ("ENT", "entropy"))
 
 
-def check_trajectories(folder: Path, loaded: LoadedModel):
+def check_trajectories(folder: Path, loaded: LoadedModel) -> tuple[Any, list[str]]:
     """The trajectory dataset in `folder`, after checking it was made for this teacher's
-    tokenizer (vocabulary size and mask id) and holds at least one record."""
+    tokenizer (vocabulary size and mask id) and holds at least one record, and what to warn
+    of: trajectories made by another model of the same vocabulary."""
     card = read_card(folder)
     model_facts = {"vocab_size": loaded.model.config.vocab_size,
                    "mask_token_id": loaded.spec.mask_token_id}
@@ -121,13 +132,18 @@ def check_trajectories(folder: Path, loaded: LoadedModel):
                                  f"({first_line(error)})") from error
     if len(dataset) == 0:
         raise DistillConfigError(f"{folder}: no trajectories")
-    return dataset
+    made_by = str(card.get("teacher"))
+    if canonical_name(made_by) == loaded.name:
+        return dataset, []
+    return dataset, [f"{folder} was made by {made_by!r}, not by the teacher {loaded.name!r} "
+                     "(same vocabulary): the student learns another model's answers"]
 
 
 def training_arguments(config: DistillConfig, out: Path, device: str, bf16: bool = False,
                        gradient_checkpointing: bool = False) -> TrainingArguments:
     """The Trainer's settings. `bf16` trains in bfloat16 autocast over float32 master
-    weights and optimizer state; `warmup_steps` below 1 is a ratio of the run's steps."""
+    weights and optimizer state; `warmup_steps` below 1 is a ratio of the run's steps; the
+    first step is logged, so the loss terms show from the start."""
     optional = {"gradient_checkpointing": True} if gradient_checkpointing else {}
     return TrainingArguments(bf16=bf16, **optional,
         output_dir=str(out / CHECKPOINTS), per_device_train_batch_size=config.batch_size,
@@ -136,8 +152,8 @@ def training_arguments(config: DistillConfig, out: Path, device: str, bf16: bool
         warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm, num_train_epochs=config.epochs,
         max_steps=config.max_steps, save_steps=config.save_steps, save_total_limit=2,
-        logging_steps=config.logging_steps, seed=config.seed, data_seed=config.seed,
-        remove_unused_columns=False, report_to="none", disable_tqdm=True,
+        logging_steps=config.logging_steps, logging_first_step=True, seed=config.seed,
+        data_seed=config.seed, remove_unused_columns=False, report_to="none", disable_tqdm=True,
         use_cpu=device == "cpu", dataloader_num_workers=0)
 
 
@@ -154,27 +170,34 @@ def build_student(loaded: LoadedModel, config: DistillConfig):
         raise DistillConfigError(f"LoRA target {missing[0]!r} is not a module of the teacher "
                                  f"(linear layers: q_proj, k_proj, v_proj, o_proj, gate_proj, "
                                  f"up_proj, down_proj)")
-    return get_peft_model(model, LoraConfig(
+    student = get_peft_model(model, LoraConfig(
         r=config.lora_rank, lora_alpha=config.lora_alpha,
         target_modules=list(config.lora_targets), lora_dropout=0.0, bias="none"))
+    # LoRA never resizes the embeddings, so every save (the Trainer's checkpoints too) skips
+    # peft's check for that, which reads the teacher's config.json as d3's own config: for
+    # a LLaDA or Dream teacher a warning about the model type (and Dream's rope_scaling).
+    student.save_pretrained = partial(student.save_pretrained, save_embedding_layers=False)
+    return student
 
 
 def export_student(model, loaded: LoadedModel, config: DistillConfig, merge: bool,
                    out: Path, trajectories: Path) -> None:
-    """A folder `d3 decode --model` loads (merged or full weights, or a LoRA adapter whose
-    base is the teacher's name), with the teacher's tokenizer and a card saying how."""
-    if config.lora and merge:
-        model = model.merge_and_unload()
-    save_model(model, out)
-    loaded.tokenizer.save_pretrained(out)
-    adapter = out / "adapter_config.json"
-    if adapter.is_file():  # name the base as the user did, not by this machine's path
+    """A folder `d3 decode --model` loads, with a card saying how it was made: full or
+    merged weights (`save_student`: in the teacher's own format when it is a LLaDA or Dream
+    folder), or a LoRA adapter with the teacher's tokenizer, whose base is the teacher,
+    named as `adapter_base_name` says."""
+    if config.lora and not merge:
+        save_model(model, out)
+        loaded.tokenizer.save_pretrained(out)
+        adapter = out / ADAPTER_CONFIG  # a base that resolves the same from any folder
         settings = json.loads(adapter.read_text(encoding="utf-8"))
-        settings["base_model_name_or_path"] = loaded.name
+        settings["base_model_name_or_path"] = adapter_base_name(loaded.name, out)
         adapter.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    else:
+        save_student(model.merge_and_unload() if config.lora else model, loaded, out)
     kind = ("LoRA adapter" if config.lora and not merge else
             "LoRA, merged" if config.lora else "full fine-tune")
-    (out / "README.md").write_text(
+    (out / CARD).write_text(
         f"# Student of {loaded.name}\n\nMade by `d3 distill --recipe {config.recipe}` "
         f"({kind}) from the teacher `{loaded.name}` on the trajectories in "
         f"`{trajectories}`. Every setting is in `{RUN_FILE}`, the loss terms per logging "
@@ -185,7 +208,8 @@ def export_student(model, loaded: LoadedModel, config: DistillConfig, merge: boo
 class DistillJob:
     """One `d3 distill` run: `prepare` checks the inputs and builds the Trainer (fast, so
     bad input fails before any progress is drawn); `run` trains, resuming from the last
-    checkpoint in `out/checkpoints` (optimizer, scheduler, RNG, data position), and exports."""
+    checkpoint in `out/checkpoints` (optimizer, scheduler, RNG, data position), and exports;
+    the checkpoints go once the student is written."""
 
     loaded: LoadedModel
     trajectories: Path
@@ -197,10 +221,12 @@ class DistillJob:
     gradient_checkpointing: bool = False
     targets: Targets | None = None  # answers from a dataset, masks from the trajectories
     stop: SaveAndStopOnSignal = field(default_factory=SaveAndStopOnSignal)
+    notices: list[str] = field(default_factory=list)  # what `prepare` found to warn of
 
-    def prepare(self) -> DistillTrainer:
+    def prepare(self) -> DistillTrainer | None:
+        """The Trainer, after checking the inputs; None when the student is already there."""
         config, loaded = self.config, self.loaded
-        dataset = check_trajectories(self.trajectories, loaded)
+        dataset, self.notices = check_trajectories(self.trajectories, loaded)
         if self.targets is not None:
             dataset = join_targets(self.targets, dataset, loaded, config.only_correct)
         elif config.only_correct:
@@ -217,6 +243,8 @@ class DistillJob:
                                         "trajectories": str(self.trajectories.resolve()),
                                         "targets": self.targets and asdict(self.targets),
                                         **asdict(config)})
+        if self.finished:
+            return None
         set_seed(config.seed)  # LoRA's initial A matrices come from the global RNG
         trainer = DistillTrainer(
             model=build_student(loaded, config),
@@ -227,12 +255,22 @@ class DistillJob:
         trainer.remove_callback(PrinterCallback)  # the progress bar and the JSON log report
         return trainer
 
-    def run(self, trainer: DistillTrainer) -> Path | None:
-        """Train and export; None when a signal stopped the run (its step is saved)."""
+    @property
+    def finished(self) -> bool:
+        """Whether the student is already written (its card is the export's last file)."""
+        return (self.out / CARD).is_file()
+
+    def run(self, trainer: DistillTrainer | None) -> Path | None:
+        """Train and export, then delete the checkpoints (optimizer state included); None
+        when a signal stopped the run (its step is saved). A finished run (no `trainer`, see
+        `prepare`) does nothing."""
+        if trainer is None:
+            return self.out
         trainer.train(resume_from_checkpoint=last_complete_checkpoint(self.out / CHECKPOINTS))
         if self.stop.requested:
             return None
         if trainer.is_world_process_zero():
             export_student(trainer.model, self.loaded, self.config, self.merge, self.out,
                            self.trajectories)
+            shutil.rmtree(self.out / CHECKPOINTS, ignore_errors=True)
         return self.out

@@ -17,13 +17,15 @@ from ..data_parallel import merge_parts, part_path, share
 from ..decode import METHOD_OPTIONS, resolve_options
 from ..runner import (
     SampleResult,
+    check_positions,
     decode_examples,
     load_prompts,
+    prompt_ids,
     records_of_run,
     run_record,
     write_results,
 )
-from ..tasks import EMBEDDED, Example, get_task
+from ..tasks import EMBEDDED, Example, get_task, runs_generated_code
 from .output import check_writable
 
 # The options that belong to some methods only, in the order their errors are reported.
@@ -67,6 +69,7 @@ class DecodeRequest:
     dtype: str
     seed: int
     out: Path
+    confirm_run_unsafe_code: bool = False  # a code task's scorer runs the model's answers
 
     def given(self) -> dict[str, Any]:
         """The method-specific options that were set."""
@@ -107,6 +110,10 @@ class DecodeJob:
         self.processes = PartialState(cpu=pick_device(request.device) == "cpu")
         given = request.given()
         check_methods(request.method, given)
+        if (not request.prompts and not request.confirm_run_unsafe_code
+                and runs_generated_code(request.task)):
+            raise ValueError(f"--task {request.task} scores answers by running the model's "
+                             "code (in d3's sandbox); pass --confirm-run-unsafe-code to allow it")
         self.task = get_task(request.task, data_file=request.data_file, split=request.split)
         examples = self.prompts()
         self.loaded = load_model(request.model or DEFAULT_MODEL, request.device, request.dtype)
@@ -120,6 +127,8 @@ class DecodeJob:
             if option in METHOD_OPTIONS[name]}, **shared) for name in request.method}
         self.rank, self.world = self.processes.process_index, self.processes.num_processes
         self.examples = share(examples[:request.limit], self.rank, self.world)
+        check_positions(self.loaded, (prompt_ids(self.loaded, example, self.task.name)
+                                      for example in self.examples), gen_length)
         out = request.out
         self.target = part_path(out, self.rank, self.world) if self.world > 1 else out
 

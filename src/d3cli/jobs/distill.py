@@ -67,8 +67,9 @@ class DistillRequest:
         return values
 
 
-def prepare_distill(request: DistillRequest) -> tuple[DistillJob, DistillTrainer]:
-    """The job and its Trainer, ready to `run`; bf16 defaults to on with CUDA."""
+def prepare_distill(request: DistillRequest) -> tuple[DistillJob, DistillTrainer | None]:
+    """The job and its Trainer, ready to `run` (None: the student is already there); bf16
+    defaults to on with CUDA."""
     check_writable(request.out, "folder")
     device = pick_device(request.device)
     overrides = request.overrides()

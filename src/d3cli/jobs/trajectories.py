@@ -11,8 +11,9 @@ from typing import Any
 
 from accelerate import PartialState
 
-from ..checkpoints import DEFAULT_TEACHER, LoadedModel, load_model, pick_device
+from ..checkpoints import DEFAULT_TEACHER, LoadedModel, encode_prompt, load_model, pick_device
 from ..decode import method_config, resolve_options
+from ..runner import check_positions
 from ..tasks import get_task
 from ..tasks.dataset import DatasetTask
 from ..trajectories import (
@@ -84,7 +85,7 @@ def rollout_decoding(loaded: LoadedModel, method: str, threshold: float | None) 
 class TrajectoryJob:
     """A checked `d3 trajectories` request: the prompts, the teacher, the run its folder
     records, and this process's chunks (under `accelerate launch` or torchrun, those of its
-    rank; with `--shard I/N`, every N-th)."""
+    rank; with `--shard I/N`, every N-th); `notices` say what differs from the request."""
 
     def __init__(self, request: TrajectoryRequest) -> None:
         check_writable(request.out, "folder")
@@ -93,14 +94,22 @@ class TrajectoryJob:
         self.source = self.prompt_source()
         self.examples = self.source.train_examples(
             request.num if request.num or request.dataset else 1000)
+        self.notices = []  # what the command says before it rolls out
+        if len(self.examples) < (request.num or 0):
+            self.notices.append(f"--num {request.num}: {self.source.name} has only "
+                                f"{len(self.examples)} prompts; rolling out those")
         self.index, self.count = (parse_shard(request.shard) if request.shard else
                                   (processes.process_index, processes.num_processes))
         device = str(processes.device) if processes.num_processes > 1 else request.device
         self.loaded = load_model(request.model or DEFAULT_TEACHER, device, request.dtype)
         self.run = self.run_settings()
-        prepare_folder(request.out, self.run)
         self.chunks = shard_chunks(len(self.examples), request.chunk_size, self.index,
                                    self.count)
+        check_positions(self.loaded, (encode_prompt(self.loaded, example.prompt)
+                                      for start, end in self.chunks
+                                      for example in self.examples[start:end]),
+                        self.run.gen_length)
+        prepare_folder(request.out, self.run)
         self.total = sum(end - start for start, end in self.chunks)
         self.done = sum(end - start for start, end in self.chunks
                         if chunk_path(request.out, (start, end)).exists())

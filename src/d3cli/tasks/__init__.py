@@ -20,6 +20,16 @@ REFERENCE_TASKS = ("gsm8k_cot_zeroshot", "minerva_math", "humaneval", "humaneval
                    "mbpp", "mbpp_instruct", "gsm8k")
 
 
+def runs_generated_code(name: str) -> bool:
+    """Whether task `name` scores an answer by running it (lm-eval's `unsafe_code` tasks:
+    HumanEval, MBPP), read from its YAML without loading the task."""
+    if name in EMBEDDED:
+        return False
+    from .harness_task import is_code_task
+
+    return is_code_task(name)
+
+
 def get_task(name: str, **options: Any) -> Task:
     """The task registered under `name`, built with `options` (e.g. `data_file`, `split`;
     options left at None are not passed). Unknown names and options raise a one-line
@@ -45,4 +55,5 @@ def get_task(name: str, **options: Any) -> Task:
     return task_class(**given) if name in EMBEDDED else task_class(name, **given)
 
 
-__all__ = ["EMBEDDED", "REFERENCE_TASKS", "Example", "Task", "TaskDataError", "get_task"]
+__all__ = ["EMBEDDED", "REFERENCE_TASKS", "Example", "Task", "TaskDataError", "get_task",
+           "runs_generated_code"]

@@ -18,6 +18,16 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def cache_reason(error: BaseException) -> str:
+    """`first_line(error)`, where datasets' offline miss ("Dataset X is not cached in None":
+    its default cache) names the cache folder it looked in."""
+    import datasets
+
+    text = first_line(error)
+    missed = text.endswith(" is not cached in None")
+    return text.removesuffix("None") + str(datasets.config.HF_DATASETS_CACHE) if missed else text
+
+
 def hub_unreachable(timeout: float = 3.0) -> str | None:
     """Why the hub cannot be reached (None when it can, or when `HF_HUB_OFFLINE` asks for the
     local cache): a quick connection test, instead of the hub client's retries (30 s)."""

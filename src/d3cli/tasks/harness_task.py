@@ -22,7 +22,7 @@ from typing import Any
 
 from .base import Example
 from .code_eval import use_sandbox_for_code_eval
-from .data import TaskDataError, builder_for, first_line, hub_unreachable
+from .data import TaskDataError, builder_for, cache_reason, first_line, hub_unreachable
 from .execution import code_answer, fenced_code
 
 TASKS_FOLDER = Path(__file__).parents[1] / "lm_eval_tasks"  # d3's own tasks (d3_arith)
@@ -121,7 +121,7 @@ def load_tasks(name: str, data_file: str | None) -> dict[str, Any]:
         raise
     except Exception as error:  # datasets and lm-eval raise many kinds; report them alike
         cause = innermost(error)
-        why = first_line(error) if cause is error else f"{first_line(error)}: {first_line(cause)}"
+        why = first_line(error) if cause is error else f"{first_line(error)}: {cache_reason(cause)}"
         source = f" from {data_file}" if data_file else ""
         raise TaskDataError(f"{name}: cannot load the task{source} ({why})") from error
     for task in tasks.values():
