@@ -30,3 +30,29 @@ def test_the_readme_layout_names_only_what_exists():
     missing = [name for name in names if not any(
         (base / name).exists() for base in (ROOT, PACKAGE))]
     assert not missing, missing
+
+
+# A table the README shows as `d3 aup` output: the command in a comment, then its output.
+COMPUTED = re.compile(r"<!-- (d3 aup [^\n]*?) -->\n(.*?)\n<!-- end -->", re.DOTALL)
+
+
+def test_every_computed_table_in_the_readme_is_what_d3_aup_prints_now():
+    """Each table marked `<!-- d3 aup ARGS -->` ... `<!-- end -->` is rebuilt from the shipped
+    per-sample records, to the last digit."""
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from d3cli.cli import app
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    tables = COMPUTED.findall(readme)
+    assert tables, "no computed table in the README"
+    for command, shown in tables:
+        words = shlex.split(command)[1:]
+        files = [str(path) for word in words if "*" in word for path in sorted(ROOT.glob(word))]
+        arguments = [word for word in words if "*" not in word]
+        arguments[1:1] = files  # after the subcommand, where the shell would expand them
+        result = CliRunner().invoke(app, arguments, env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        assert result.output.strip() == shown.strip(), command
