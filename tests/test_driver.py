@@ -11,6 +11,7 @@ import torch
 from d3cli.checkpoints import encode_prompt
 from d3cli.decode import STRATEGIES, DecodeOptions, decode_prompts
 from d3cli.decode import rows as rows_module
+from d3cli.decode.driver import compiled
 from d3cli.decode.eager_ops import counting_eager_ops
 from d3cli.decode.syncs import HostSyncCounter
 
@@ -199,6 +200,14 @@ def test_commit_steps_record_the_forward_of_every_commit(teacher, arith):
     for done in decode_prompts(teacher.model, teacher.spec, prompts, range(5),
                                STRATEGIES["vanilla"], options, 2, commit_steps=True):
         assert sorted(done.commit_step) == list(range(arith.gen_length))  # one per forward
+
+
+def test_compiling_allows_more_graphs_than_a_long_decode_needs(teacher, monkeypatch):
+    """256 answer tokens in blocks of 32 need up to 9 window shapes, over dynamo's default
+    limit of 8 graphs per function (the 9th would be an error under fullgraph)."""
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
+    compiled(teacher.model)
+    assert torch._dynamo.config.recompile_limit >= 4 * (256 // 32 + 1)
 
 
 @pytest.mark.parametrize(("method", "settings"), [SETTINGS[5]], ids=[IDS[5]])

@@ -29,6 +29,11 @@ from .strategy import Plan, Strategy
 
 BLOCK_WINDOW = -1  # the window of each row's own block (dual cache)
 PATIENCE = 2  # reads a row may wait for a window before it gets one
+# Each forward shape is a graph of its own: a decode needs up to answer blocks + 1 (9 for
+# 256 tokens in blocks of 32), and the methods, batch sizes and prompt lengths of a run share
+# one compiled forward. Dynamo's default of 8 graphs per function would make the next
+# recompile an error under `fullgraph`.
+RECOMPILE_LIMIT = 256
 
 
 @dataclass
@@ -50,7 +55,9 @@ StrategyFactory = Callable[[Rows, ModelSpec, DecodeOptions], Strategy]
 def compiled(model: D3Model) -> Callable[..., Tensor]:
     """The model's forward under torch.compile (CUDA graphs on CUDA), built once per model
     (kept in its `__dict__`, out of the module tree). `fullgraph` makes a graph break an
-    error."""
+    error; the recompile limit is raised to `RECOMPILE_LIMIT`."""
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
     if "_d3_compiled" not in model.__dict__:
         cuda = next(model.parameters()).device.type == "cuda"
         model.__dict__["_d3_compiled"] = torch.compile(
