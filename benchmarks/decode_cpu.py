@@ -11,6 +11,8 @@ same process:
     python benchmarks/decode_cpu.py refill --limit 1000
     # torch.compile against eager
     python benchmarks/decode_cpu.py compile --limit 500
+    # aten operators per iteration outside the forward (kernel launches on a GPU)
+    python benchmarks/decode_cpu.py ops --limit 16 --batch-size 16
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from rich.table import Table
 
 from d3cli.checkpoints import load_model
 from d3cli.decode import DecodeOptions
+from d3cli.decode.eager_ops import counting_eager_ops
 from d3cli.runner import decode_examples, write_results
 from d3cli.tasks import get_task
 
@@ -158,7 +161,22 @@ def compiled(args, loaded, task, examples, base: DecodeOptions) -> Table:
     return table
 
 
-SUITES = {"tradeoff": tradeoff, "methods": methods, "refill": refill, "compile": compiled}
+def ops(args, loaded, task, examples, base: DecodeOptions) -> Table:
+    table = Table("method", "forwards", "ops per iteration", "most frequent",
+                  title=f"{args.model}: {len(examples)} held-out {task.name} prompts, "
+                        f"batch {args.batch_size}: aten operators between two forwards")
+    for method, settings in METHOD_RUNS:
+        options = dataclasses.replace(base, **settings)
+        with counting_eager_ops(loaded.model) as counter:
+            measure(loaded, task, examples, method, options, args.batch_size, None)
+        common = ", ".join(f"{name} {count}" for name, count in counter.counts.most_common(6))
+        table.add_row(label(options, method, settings), str(counter.forwards),
+                      f"{counter.per_iteration:.1f}", common)
+    return table
+
+
+SUITES = {"tradeoff": tradeoff, "methods": methods, "refill": refill, "compile": compiled,
+          "ops": ops}
 
 
 def main() -> None:

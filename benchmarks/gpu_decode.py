@@ -14,6 +14,11 @@ decoder's overhead; tokens/s over vanilla's (one token per forward) is the speed
 `--compile` runs the forward under torch.compile (CUDA graphs on CUDA) in the decodes and
 in the bare replays alike.
 
+Each row also counts, the same way on every device: the aten operators the decoder
+dispatches per iteration outside the forward (each one kernel launch on a GPU; under
+`--compile`, those outside the compiled forward), the host reads per forward, and under
+`--compile` the graphs the method's first decode compiles (at most answer blocks + 1).
+
     # one H100/H200, both shapes; estimated 6-8 minutes, not yet run on a GPU.
     # Rows are also appended to OUT/gpu_decode.jsonl as they are measured.
     python benchmarks/gpu_decode.py --device cuda --profile --out runs/gpu
@@ -27,23 +32,27 @@ in the bare replays alike.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from unittest import mock
 
 import torch
 from rich.console import Console
 from rich.table import Table
+from torch._dynamo.utils import counters
 
 from d3cli.canvas import first_stop
 from d3cli.checkpoints import ModelSpec
-from d3cli.decode import STRATEGIES, Decoded, DecodeOptions, decode_prompts
+from d3cli.decode import STRATEGIES, Decoded, DecodeOptions, decode_prompts, driver
 from d3cli.decode.driver import compiled
+from d3cli.decode.eager_ops import counting_eager_ops
 from d3cli.decode.syncs import HostSyncCounter
 from d3cli.model import D3Config, D3Model, KVCache
 
@@ -83,8 +92,8 @@ SHAPES = {
 }
 
 
-def scaled_down(shape: Shape, layers: int | None, hidden: int | None,
-                intermediate: int | None, vocab: int | None) -> Shape:
+def scaled_down(shape: Shape, layers: int | None = None, hidden: int | None = None,
+                intermediate: int | None = None, vocab: int | None = None) -> Shape:
     """The shape with fewer layers, a narrower width or a smaller vocabulary (smoke runs).
     Heads keep their width of 128 and the family's query-per-KV-head ratio; with a smaller
     vocabulary the special tokens move to its top ids."""
@@ -134,12 +143,14 @@ class FrontierCertainty:
     position by `peak · exp(-(d - 1) / reach)`, d being the distance to the nearest decoded
     token on its left (positions before the window count as decoded): positions next to the
     decoded text are confident, far ones are not, and each forward moves the frontier by a
-    few tokens, more with a longer `reach`.
+    few tokens, more with a longer `reach`. It stays out of torch.compile, so that the graphs
+    a compiled decode counts are the forward's own.
     """
 
     def __init__(self, mask_id: int, peak: float, reach: float) -> None:
         self.mask_id, self.peak, self.reach = mask_id, peak, reach
 
+    @torch._dynamo.disable
     def __call__(self, module: torch.nn.Module, args: tuple, kwargs: dict,
                  logits: torch.Tensor) -> torch.Tensor:
         ids = args[0]
@@ -163,6 +174,23 @@ def random_prompts(shape: Shape, count: int, length: int, seed: int) -> list[lis
     below = min(spec.mask_token_id, spec.pad_token_id, *spec.stop_token_ids)
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(0, below, (count, length), generator=generator).tolist()
+
+
+@contextlib.contextmanager
+def capture_only() -> Iterator[None]:
+    """While active, a compiled decode's forward is dynamo's capture with the eager backend:
+    the graphs, guards and recompiles of `--compile`, without inductor building each graph
+    (minutes per graph on a small CPU). For smoke runs and tests."""
+
+    def capture(model: torch.nn.Module) -> Callable[..., torch.Tensor]:
+        if "_capture_only" not in model.__dict__:
+            model.__dict__["_capture_only"] = torch.compile(
+                model, backend="eager", fullgraph=True, dynamic=False)
+        return model.__dict__["_capture_only"]
+
+    with mock.patch.object(driver, "compiled", capture), \
+            mock.patch.dict(globals(), {"compiled": capture}):
+        yield
 
 
 def synchronize(device: torch.device) -> None:
@@ -252,14 +280,33 @@ class Measured:
     bare_ms_per_call: dict[str, float]
     calls: dict[str, int]
     host_syncs: int
+    eager_ops: float  # aten operators per iteration outside the (compiled) forward
+    compiles: int | None  # graphs the first decode compiled (--compile), else None
 
     @property
     def overhead(self) -> float:
         return self.seconds / self.bare_seconds
 
     @property
+    def host_reads_per_forward(self) -> float:
+        """Host synchronisations between two forwards, on average."""
+        return self.host_syncs / max(self.iterations - 1, 1)
+
+    @property
     def ms_per_iteration(self) -> float:
         return 1000 * self.seconds / self.iterations
+
+
+def warm_up(run: Callable[[], list[Decoded]], forward: torch.nn.Module,
+            compile: bool) -> tuple[float, int | None]:
+    """The first decode (under `compile`, from a fresh compile cache, so it compiles this
+    method's graphs): operators per iteration outside `forward`, and graphs compiled."""
+    if compile:
+        torch._dynamo.reset()
+    before = counters["stats"]["unique_graphs"]
+    with counting_eager_ops(forward) as ops:
+        run()
+    return ops.per_iteration, counters["stats"]["unique_graphs"] - before if compile else None
 
 
 def measure(model: D3Model, shape: Shape, method: str, options: DecodeOptions,
@@ -278,7 +325,7 @@ def measure(model: D3Model, shape: Shape, method: str, options: DecodeOptions,
         # The calls are recorded eagerly (a hook that copies them cannot sit in a compiled
         # graph); they are the same calls the compiled decode makes.
         calls, syncs = record_calls(model, lambda: run(compile=False))
-        run()  # warm-up (and compilation)
+        eager_ops, compiles = warm_up(run, forward, compile)
         times, decoded = [], []
         while len(times) < (repeats if not times or times[0] < 5 else 1):
             synchronize(device)
@@ -301,7 +348,7 @@ def measure(model: D3Model, shape: Shape, method: str, options: DecodeOptions,
     forwards = sum(done.forwards for done in decoded)
     return Measured(shape.name, label(method, options), len(prompts), tpf,
                     tpf * forwards / seconds, len(calls), seconds, bare_seconds, ms_per_call,
-                    counts, syncs)
+                    counts, syncs, eager_ops, compiles)
 
 
 def label(method: str, options: DecodeOptions) -> str:
@@ -347,6 +394,29 @@ def calibrate(model: D3Model, shape: Shape, certainty: FrontierCertainty,
     return best[1]
 
 
+def prepared(shape: Shape, device: torch.device, dtype: torch.dtype, seed: int,
+             peak_logit_std: float, reach: float | None, base: DecodeOptions,
+             prompt_length: int, calibration_prompts: int,
+             ) -> tuple[D3Model, FrontierCertainty, float]:
+    """The shape's random model with its certainty hook, whose reach is `reach` or
+    calibrated on `calibration_prompts` random prompts; and the TPF calibration reached
+    (NaN when `reach` is given)."""
+    model = random_model(shape, device, dtype, seed)
+    certainty = FrontierCertainty(shape.spec.mask_token_id, reach=reach or 1.0,
+                                  peak=peak_logit_std / logit_std(model))
+    model.register_forward_hook(certainty, with_kwargs=True)
+    if reach:
+        return model, certainty, math.nan
+    calibration = random_prompts(shape, calibration_prompts, prompt_length, seed + 1)
+    return model, certainty, calibrate(model, shape, certainty,
+                                       replace(base, threshold=shape.gamma), calibration)
+
+
+def record_of(row: Measured) -> dict:
+    """A row as one JSON record, with its derived counts."""
+    return dataclasses.asdict(row) | {"host_reads_per_forward": row.host_reads_per_forward}
+
+
 def profile_table(model: D3Model, shape: Shape, method: str, options: DecodeOptions,
                   prompts: list[list[int]], rows: int = 25) -> str:
     """torch.profiler over one decode: the operators that take its time, by self time on the
@@ -364,7 +434,8 @@ def profile_table(model: D3Model, shape: Shape, method: str, options: DecodeOpti
 
 def table_for(rows: Sequence[Measured], title: str) -> Table:
     table = Table("shape", "method", "batch", "TPF", "tokens/s", "× vanilla", "ms/iter",
-                  "bare ms/iter", "overhead", "bare ms per call", "syncs/gap", title=title)
+                  "bare ms/iter", "overhead", "bare ms per call", "host reads/forward",
+                  "ops/iter", "compiles", title=title)
     vanilla = {(row.shape, row.batch): row.tokens_per_second for row in rows
                if row.method == "vanilla"}
     for row in rows:
@@ -376,8 +447,8 @@ def table_for(rows: Sequence[Measured], title: str) -> Table:
                       f"{row.tokens_per_second / reference:.2f}x" if reference else "-",
                       f"{row.ms_per_iteration:.1f}",
                       f"{1000 * row.bare_seconds / row.iterations:.1f}",
-                      f"{row.overhead:.2f}x", per_call,
-                      f"{row.host_syncs / max(row.iterations - 1, 1):.2f}")
+                      f"{row.overhead:.2f}x", per_call, f"{row.host_reads_per_forward:.2f}",
+                      f"{row.eager_ops:.0f}", "-" if row.compiles is None else str(row.compiles))
     return table
 
 
@@ -421,21 +492,16 @@ def main() -> None:
     for name in args.shapes:
         shape = scaled_down(SHAPES[name], args.layers, args.hidden, args.intermediate, args.vocab)
         started = time.perf_counter()
-        model = random_model(shape, device, dtype, args.seed)
         base = DecodeOptions(gen_length=args.gen_length, block_size=shape.spec.block_size)
         runs = [(method, options) for method, options in method_runs(shape, base)
                 if not args.methods or method in args.methods]
-        certainty = FrontierCertainty(shape.spec.mask_token_id, reach=args.reach or 1.0,
-                                      peak=args.peak_logit_std / logit_std(model))
-        model.register_forward_hook(certainty, with_kwargs=True)
-        calibration = random_prompts(shape, args.calibration_prompts, args.prompt_length,
-                                     args.seed + 1)
-        tpf = math.nan if args.reach else calibrate(
-            model, shape, certainty, replace(base, threshold=shape.gamma), calibration)
+        model, certainty, tpf = prepared(shape, device, dtype, args.seed, args.peak_logit_std,
+                                         args.reach, base, args.prompt_length,
+                                         args.calibration_prompts)
         console.print(f"{shape.name}: {sum(p.numel() for p in model.parameters()) / 1e9:.2f} B "
                       f"parameters in {dtype}, certainty reach {certainty.reach:.3g} (multiblock "
-                      f"TPF {tpf:.2f} on {len(calibration)} prompts, target {shape.target_tpf}), "
-                      f"{time.perf_counter() - started:.0f} s")
+                      f"TPF {tpf:.2f} on {args.calibration_prompts} prompts, target "
+                      f"{shape.target_tpf}), {time.perf_counter() - started:.0f} s")
         for batch in args.batches:
             prompts = random_prompts(shape, batch, args.prompt_length, args.seed)
             for method, options in runs:
@@ -447,7 +513,7 @@ def main() -> None:
                               f"overhead {row.overhead:.2f}x")
                 if args.out:
                     args.out.mkdir(parents=True, exist_ok=True)
-                    record = dataclasses.asdict(row) | {
+                    record = record_of(row) | {
                         "device": where, "dtype": str(dtype), "torch": torch.__version__,
                         "reach": certainty.reach, "peak": certainty.peak,
                         "prompt_length": args.prompt_length, "gen_length": args.gen_length}

@@ -19,6 +19,15 @@ def _deterministic_threads() -> None:
     torch.set_num_threads(2)
 
 
+@pytest.fixture
+def one_thread():
+    """For tiny tensors: one thread keeps the shared machine free."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def teacher() -> LoadedModel:
     return load_model("arith-teacher", device="cpu", dtype="float32")

@@ -11,6 +11,8 @@ import torch
 from d3cli.checkpoints import encode_prompt
 from d3cli.decode import STRATEGIES, DecodeOptions, decode_prompts
 from d3cli.decode import rows as rows_module
+from d3cli.decode.driver import compiled
+from d3cli.decode.eager_ops import counting_eager_ops
 from d3cli.decode.syncs import HostSyncCounter
 
 SETTINGS = [
@@ -93,6 +95,13 @@ def test_sampling_changes_outputs_and_depends_on_the_seed_key(teacher, arith):
     assert sampled == decode(teacher, arith, prompts, "multiblock", {"temperature": 1.0}, 3)
 
 
+# aten operators per iteration outside the forward (each a kernel launch on a GPU), about
+# 10 % over what the decoder dispatches now at batch 1 or 8 (before scoring computed only
+# what each strategy reads and the constant tensors were built once: vanilla 73, dual
+# cache 94, multiblock 178, delayed cache 253).
+EAGER_OPS = [59, 51, 66, 73, 67, 159, 161, 234, 81]  # SETTINGS, then Dream's vanilla
+
+
 class ForwardLog:
     """Counts forwards, the distinct (window, logits) shapes, and the host syncs between the
     first and the last forward."""
@@ -111,24 +120,26 @@ class ForwardLog:
 
 
 @pytest.mark.parametrize("batch_size", [1, 8])
-@pytest.mark.parametrize(("method", "settings", "rules"),
-                         [(*setting, {}) for setting in SETTINGS] + [(*DREAM_VANILLA, SHIFTED)],
-                         ids=[*IDS, "dream-vanilla"])
-def test_one_host_sync_per_forward_and_few_forward_shapes(teacher, arith, method, settings,
-                                                          rules, batch_size):
+@pytest.mark.parametrize(("method", "settings", "rules", "most_ops"), [
+    (*setting, rules, most_ops) for setting, rules, most_ops in zip(
+        [*SETTINGS, DREAM_VANILLA], [{}] * len(SETTINGS) + [SHIFTED], EAGER_OPS, strict=True)],
+    ids=[*IDS, "dream-vanilla"])
+def test_one_host_sync_per_forward_few_forward_shapes_and_few_eager_ops(
+        teacher, arith, method, settings, rules, most_ops, batch_size):
     prompts = ragged_prompts(teacher, arith, 8)
     counter = HostSyncCounter()
     log = ForwardLog(teacher.model, counter)
     try:
-        with counter:
+        with counter, counting_eager_ops(teacher.model) as ops:
             decode(teacher, arith, prompts, method, settings, batch_size,
                    spec=dataclasses.replace(teacher.spec, **rules))
     finally:
         log.handle.remove()
     forwards = len(log.at_forward)
-    assert forwards > 8
+    assert forwards > 8 and ops.forwards == forwards
     assert log.syncs_between_forwards <= forwards - 1, counter.counts
     assert len(log.shapes) <= arith.gen_length // teacher.spec.block_size + 1
+    assert ops.per_iteration <= most_ops, ops.counts.most_common(10)
 
 
 def test_sync_counter_sees_every_kind_of_host_read():
@@ -145,6 +156,15 @@ def test_sync_counter_sees_every_kind_of_host_read():
         values.cpu()
         values + 1  # not a read
     assert counter.total == 9, counter.counts
+
+
+def test_eager_op_counter_counts_only_between_forwards():
+    layer, values = torch.nn.Linear(4, 4), torch.ones(2, 4)
+    with torch.no_grad(), counting_eager_ops(layer) as ops:
+        for _ in range(3):
+            values = (layer(values) + 1).relu()  # two operators after each forward
+    assert ops.forwards == 3 and ops.per_iteration == 2
+    assert ops.counts["add"] == 3 and "addmm" not in ops.counts
 
 
 @pytest.mark.parametrize("sync_every", [2, 5])
@@ -180,6 +200,14 @@ def test_commit_steps_record_the_forward_of_every_commit(teacher, arith):
     for done in decode_prompts(teacher.model, teacher.spec, prompts, range(5),
                                STRATEGIES["vanilla"], options, 2, commit_steps=True):
         assert sorted(done.commit_step) == list(range(arith.gen_length))  # one per forward
+
+
+def test_compiling_allows_more_graphs_than_a_long_decode_needs(teacher, monkeypatch):
+    """256 answer tokens in blocks of 32 need up to 9 window shapes, over dynamo's default
+    limit of 8 graphs per function (the 9th would be an error under fullgraph)."""
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
+    compiled(teacher.model)
+    assert torch._dynamo.config.recompile_limit >= 4 * (256 // 32 + 1)
 
 
 @pytest.mark.parametrize(("method", "settings"), [SETTINGS[5]], ids=[IDS[5]])

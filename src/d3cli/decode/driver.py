@@ -24,11 +24,16 @@ from ..checkpoints import ModelSpec
 from ..model import D3Model, KVCache
 from .options import DecodeOptions
 from .rows import PromptQueue, Rows
-from .scoring import gumbel_noise, score
+from .scoring import gumbel_noise, score, token_hashes
 from .strategy import Plan, Strategy
 
 BLOCK_WINDOW = -1  # the window of each row's own block (dual cache)
 PATIENCE = 2  # reads a row may wait for a window before it gets one
+# Each forward shape is a graph of its own: a decode needs up to answer blocks + 1 (9 for
+# 256 tokens in blocks of 32), and the methods, batch sizes and prompt lengths of a run share
+# one compiled forward. Dynamo's default of 8 graphs per function would make the next
+# recompile an error under `fullgraph`.
+RECOMPILE_LIMIT = 256
 
 
 @dataclass
@@ -50,7 +55,9 @@ StrategyFactory = Callable[[Rows, ModelSpec, DecodeOptions], Strategy]
 def compiled(model: D3Model) -> Callable[..., Tensor]:
     """The model's forward under torch.compile (CUDA graphs on CUDA), built once per model
     (kept in its `__dict__`, out of the module tree). `fullgraph` makes a graph break an
-    error."""
+    error; the recompile limit is raised to `RECOMPILE_LIMIT`."""
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
     if "_d3_compiled" not in model.__dict__:
         cuda = next(model.parameters()).device.type == "cuda"
         model.__dict__["_d3_compiled"] = torch.compile(
@@ -105,15 +112,19 @@ class Driver:
 
     def __init__(self, model: D3Model, spec: ModelSpec, queue: PromptQueue, slots: int,
                  make_strategy: StrategyFactory, options: DecodeOptions,
-                 forward: Callable[..., Tensor]) -> None:
+                 forward: Callable[..., Tensor], commit_steps: bool = False) -> None:
         self.model, self.spec, self.queue, self.options = model, spec, queue, options
-        self.rows = Rows.empty(slots, queue, options.gen_length, spec)
+        self.rows = Rows.empty(slots, queue, options.gen_length, spec, commit_steps)
         self.strategy = make_strategy(self.rows, spec, options)
         self.forward = forward
         self.shift = int(spec.logit_shift)
         device = queue.ids.device
+        # Built once, not per iteration: index tensors, the read's filler, the token hashes.
         self.positions = torch.arange(self.rows.length, device=device)
         self.block_offsets = torch.arange(-self.shift, options.block_size, device=device)
+        self.zeros = torch.zeros_like(self.rows.forwards)
+        self.token_hashes = token_hashes(model.config.vocab_size, device) \
+            if options.temperature > 0 else None
         self.score_dtype = getattr(torch, options.score_dtype)
         self.cache = None
         if self.strategy.uses_cache:
@@ -135,12 +146,13 @@ class Driver:
         if window == BLOCK_WINDOW:
             positions = (plan.fresh_from[:, None] + self.block_offsets).clamp_min(0)
             ids = rows.canvas.gather(1, positions)
-            first = (plan.fresh_from - self.shift)[:, None]
-        else:
-            positions, ids, first = self.positions[window:], rows.canvas[:, window:], window
+            offset = (prompt_length - plan.fresh_from)[:, None]  # the window starts at
+        else:  # fresh_from - shift
+            positions, ids = self.positions[window:], rows.canvas[:, window:]
+            offset = prompt_length - self.shift - window
         # Under a logit shift position p reads the output at p - 1 (a window's first position
         # reads its own).
-        logits_at = (prompt_length - self.shift + plan.read - first).clamp(0, ids.shape[1] - 1)
+        logits_at = (plan.read + offset).clamp(0, ids.shape[1] - 1)
         keep = None
         if self.cache is not None:
             keep = ((positions < plan.fresh_from[:, None]) | (positions >= plan.fresh_to[:, None])
@@ -159,26 +171,27 @@ class Driver:
         noise = None
         if self.options.temperature > 0:
             noise = gumbel_noise(self.rows.keys, self.rows.forwards, plan.read,
-                                 logits.shape[-1], self.score_dtype)
+                                 self.token_hashes, self.score_dtype)
         scores = score(logits, self.spec.mask_token_id, self.options.temperature, noise,
-                       self.score_dtype, self.options.top_p, self.strategy.proposal_entropy)
+                       self.score_dtype, self.options.top_p, self.strategy.certainty)
         self.strategy.commit(plan, scores, logits, served)
 
-    def read(self, plan: Plan, commit_steps: bool) -> SlotRead:
+    def read(self, plan: Plan) -> SlotRead:
         """The one host synchronisation: activity, forwards, window needs and answers of
-        every slot, packed into one transfer."""
-        rows = self.rows
-        zeros = torch.zeros_like(rows.forwards)
-        parts = [plan.active.long(), rows.forwards,
+        every slot (and commit steps when kept), packed into one transfer (`cat` promotes
+        the flags to integers)."""
+        rows, zeros = self.rows, self.zeros
+        parts = [plan.active, rows.forwards,
                  zeros if plan.need_start is None else plan.need_start,
-                 zeros if plan.block_only is None else plan.block_only.long(),
+                 zeros if plan.block_only is None else plan.block_only,
                  zeros if plan.read_need is None else plan.read_need,
                  rows.generation.flatten()]
-        if commit_steps:
+        steps = rows.commit_step is not None
+        if steps:
             parts.append(rows.commit_step.flatten())
-        return SlotRead.unpack(torch.cat(parts).tolist(), rows.slots, commit_steps)
+        return SlotRead.unpack(torch.cat(parts).tolist(), rows.slots, steps)
 
-    def run(self, sync_every: int, commit_steps: bool) -> Iterator[Decoded]:
+    def run(self, sync_every: int) -> Iterator[Decoded]:
         """Decode the whole queue, yielding each prompt as its row finishes."""
         slots = self.rows.slots
         prompt_of, started, waited = [-1] * slots, [0.0] * slots, [0] * slots
@@ -186,7 +199,7 @@ class Driver:
         for iteration in itertools.count():
             plan = self.strategy.plan()
             if iteration % sync_every == 0:
-                read, now = self.read(plan, commit_steps), time.perf_counter()
+                read, now = self.read(plan), time.perf_counter()
                 for slot in range(slots):
                     if prompt_of[slot] >= 0 and not read.active[slot]:
                         yield Decoded(prompt_of[slot], read.row(read.answers, slot),
@@ -247,5 +260,5 @@ def decode_prompts(model: D3Model, spec: ModelSpec, prompts: Sequence[Sequence[i
     queue = PromptQueue.upload(prompts, keys, spec.pad_token_id, device)
     forward = compiled(model) if compile else model
     driver = Driver(model, spec, queue, min(batch_size, len(prompts)), make_strategy, options,
-                    forward)
-    yield from driver.run(sync_every, commit_steps)
+                    forward, commit_steps)
+    yield from driver.run(sync_every)

@@ -23,4 +23,4 @@ def entropy(rows: Rows, spec: ModelSpec, options: DecodeOptions) -> SemiAutoregr
         lowest = one_hot_best(scores.entropy.masked_fill(~candidates, math.inf), lowest=True)
         return selected | (lowest & ~selected.any(1, keepdim=True))
 
-    return SemiAutoregressive(rows, spec, options, choose)
+    return SemiAutoregressive(rows, spec, options, choose, "entropy")

@@ -6,13 +6,19 @@ import math
 from dataclasses import dataclass, replace
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..checkpoints import ModelSpec
 from .options import DecodeOptions, resolved_threshold
 from .rows import Rows
-from .scoring import Scores, entropy_selection, one_hot_best
+from .scoring import Certainty, Scores, entropy_selection, one_hot_best
 from .strategy import Plan
+
+
+def first_true(mask: Tensor) -> Tensor:
+    """Per row [rows, 1], the first column where `mask` [rows, n] is True, else n."""
+    return F.pad(mask, (0, 1), value=True).int().argmax(1, keepdim=True)
 
 
 @dataclass
@@ -46,7 +52,7 @@ class Multiblock:
     [0, cache_len) (A5): finished blocks join it `cache_delay` forwards after they finish;
     a periodic or stabilizing refresh is one full forward."""
 
-    proposal_entropy = False  # entropy from the raw logits (§3.1 step 8)
+    certainty: Certainty = "entropy"  # of the raw logits (§3.1 step 8)
 
     def __init__(self, rows: Rows, spec: ModelSpec, options: DecodeOptions) -> None:
         self.rows, self.spec, self.options = rows, spec, options
@@ -64,6 +70,12 @@ class Multiblock:
         self.ends = rows.prompt_length + self.block_size * self.block_index
         self.starts = torch.cat([torch.zeros_like(self.ends[:1]), self.ends[:-1]])
         self.offsets = torch.arange(self.block_size, device=device)
+        # Built once, not per iteration: row views, each column's answer block (-1: the
+        # prompt), the delayed cache's window end, -1 as a tensor.
+        self.block_row, self.ends_row = self.block_index[None, :], self.ends[None, :]
+        self.position_row, self.answer_block = self.positions[None, :], self.block_row - 1
+        self.canvas_end = torch.full((slots,), rows.length, device=device)
+        self.minus_one = torch.tensor(-1, device=device)
         # Early stop fires on end of sequence, not on an end-of-turn token (the reference).
         self.stop_ids = torch.tensor(spec.eos_token_ids or spec.stop_token_ids, device=device)
         self.mask_ids = torch.tensor([spec.mask_token_id], device=device)
@@ -90,39 +102,35 @@ class Multiblock:
 
     def plan(self) -> MultiblockPlan:
         rows, options, table = self.rows, self.options, self.table
-        slots = rows.slots
         masked = rows.masked()
-        masks_left = torch.cat([torch.zeros_like(masked[:, :1], dtype=torch.long),
-                                masked.view(slots, self.num_blocks, self.block_size).sum(-1)], 1)
+        masks_left = F.pad(masked.view(rows.slots, self.num_blocks, self.block_size).sum(-1),
+                           (1, 0))
+        has_masks = masks_left > 0
         progress = 1 - masks_left / self.block_sizes
         created, full = table.created, table.full
-        # §3.1 step 4: activation; step 5: open at most one block.
-        previous = torch.cat([torch.ones_like(progress[:, :1]), progress[:, :-1]], 1)
+        # §3.1 step 4: activation; step 5: open at most one block. Per-row values are [slots, 1].
+        previous = F.pad(progress[:, :-1], (1, 0), value=1.0)
         full = full | created & (previous >= options.decoded_token_threshold)
-        last = (created.sum(1) - 1).clamp_min(0)  # empty slots have no block
-        last_progress = progress.gather(1, last[:, None]).squeeze(1)
-        open_blocks = (created & (masks_left > 0))[:, 1:].sum(1)
+        last = (created.sum(1, keepdim=True) - 1).clamp_min(0)  # empty slots have no block
+        last_progress = progress.gather(1, last)
+        open_blocks = (created & has_masks)[:, 1:].sum(1, keepdim=True)
         can_open = (last < self.num_blocks) & (
-            (last_progress >= options.block_add_threshold)
-            | (masks_left.gather(1, last[:, None]).squeeze(1) == 0))
+            (last_progress >= options.block_add_threshold) | (masks_left.gather(1, last) == 0))
         can_open &= open_blocks < self.open_limit
-        opened = can_open[:, None] & (self.block_index == (last + 1)[:, None])
+        opened = can_open & (self.block_row == last + 1)
         created = created | opened
-        full = torch.where(opened, (last_progress >= options.decoded_token_threshold)[:, None],
-                           full)
+        full = torch.where(opened, last_progress >= options.decoded_token_threshold, full)
         # The answer positions read: every block, or the first `blocks` open ones.
-        open_with_masks = (created & (masks_left > 0))[:, 1:]
+        open_with_masks = (created & has_masks)[:, 1:]
         read_need = None
         if self.open_limit == self.num_blocks:
-            read = self.positions.expand(slots, -1)
-            first_open = torch.where(open_with_masks.any(1), open_with_masks.int().argmax(1),
-                                     self.num_blocks)
-            read_need = first_open * self.block_size
+            read = self.positions.expand(rows.slots, -1)
+            read_need = first_true(open_with_masks).squeeze(1) * self.block_size
         else:
             order = torch.where(open_with_masks, 0, self.num_blocks) + self.block_index[:-1]
             blocks = order.topk(self.open_limit, largest=False).values % self.num_blocks
             read = (blocks[:, :, None] * self.block_size + self.offsets).flatten(1)
-        in_created = created.gather(1, self.block_of_position.expand(slots, -1))
+        in_created = created.index_select(1, self.block_of_position)
         candidates = ((masked | self.just_filled) & in_created).gather(1, read)
         new_table = BlockTable(created, full, table.completed_at, table.cache_len)
         plan = MultiblockPlan(rows.active(masked), read, read_need=read_need, table=new_table,
@@ -143,32 +151,33 @@ class Multiblock:
         full forward.
         """
         options, table = self.options, plan.table
-        now = self.rows.forwards + 1
+        now = self.rows.forwards[:, None] + 1
         cache_len, created, completed_at = table.cache_len, table.created, table.completed_at
-        index = self.block_index[None, :]
-        unscanned = self.ends[None, :] > cache_len[:, None]
+        index = self.block_row
+        unscanned = self.ends_row > cache_len[:, None]
         finished = created & (plan.masks_left == 0)
-        stamped = torch.where(finished & unscanned & (completed_at < 0), now[:, None],
-                              completed_at)
-        stops = unscanned & (~finished | (now[:, None] - stamped < options.cache_delay))
-        first_stop = torch.where(stops.any(1), stops.int().argmax(1), created.shape[1])
-        completed_at = torch.where(unscanned & (index <= first_stop[:, None]), stamped,
-                                   completed_at)
-        appended = unscanned & (index < first_stop[:, None])
-        last_appended = torch.where(appended, index, -1).max(1).values
+        stamped = torch.where(finished & unscanned & (completed_at < 0), now, completed_at)
+        stops = unscanned & (~finished | (now - stamped < options.cache_delay))
+        first_stop = first_true(stops)
+        completed_at = torch.where(unscanned & (index <= first_stop), stamped, completed_at)
+        appended = unscanned & (index < first_stop)
+        last_appended = torch.where(appended, index, self.minus_one).max(1).values
         new_len = torch.where(last_appended >= 0, self.ends[last_appended.clamp_min(0)],
                               cache_len)
         stabilizing = unscanned & finished & (completed_at >= 0) & ~appended
-        latest_stabilizing = torch.where(stabilizing, index, -1).max(1).values
+        latest_stabilizing = torch.where(stabilizing, index, self.minus_one).max(1).values
         has_cache = cache_len > 0
-        periodic = torch.zeros_like(has_cache)
+        stabilizing_refresh = has_cache & (new_len == cache_len) & stabilizing.any(1)
+        refresh = stabilizing_refresh
         if options.refresh_interval:
-            periodic = has_cache & (now % options.refresh_interval == 0)
-        stabilizing_refresh = has_cache & ~periodic & (new_len == cache_len) & stabilizing.any(1)
-        refresh = periodic | stabilizing_refresh
-        plan.fresh_from = torch.where(refresh | ~has_cache, 0, cache_len)
-        plan.fresh_to = torch.full_like(cache_len, self.rows.length)
-        plan.need_start = (plan.fresh_from - int(self.spec.logit_shift)).clamp_min(0)
+            periodic = has_cache & (now[:, 0] % options.refresh_interval == 0)
+            stabilizing_refresh = stabilizing_refresh & ~periodic
+            refresh = periodic | stabilizing_refresh
+        plan.fresh_from = cache_len.masked_fill(refresh | ~has_cache, 0)
+        plan.fresh_to = self.canvas_end
+        plan.need_start = plan.fresh_from
+        if self.spec.logit_shift:
+            plan.need_start = (plan.fresh_from - 1).clamp_min(0)
         refreshed_len = torch.where(stabilizing_refresh,
                                     self.starts[latest_stabilizing.clamp_min(0)], new_len)
         table.completed_at = completed_at
@@ -180,12 +189,13 @@ class Multiblock:
         commit = entropy_selection(scores.entropy, candidates, self.gamma, self.spec)
         # §3.1 step 10: the first full block with masks gets its lowest-entropy position.
         full_with_masks = table.full & (plan.masks_left > 0)
-        first_full = full_with_masks.int().argmax(1)
+        first_full = full_with_masks.int().argmax(1, keepdim=True)
         read_blocks = plan.read // self.block_size + 1
-        in_first_full = (read_blocks == first_full[:, None]) & candidates
-        needs = full_with_masks.any(1) & ~(commit & in_first_full).any(1)
+        in_first_full = (read_blocks == first_full) & candidates
+        needs = full_with_masks.any(1, keepdim=True) & ~(commit & in_first_full).any(
+            1, keepdim=True)
         forced = one_hot_best(scores.entropy.masked_fill(~in_first_full, math.inf), lowest=True)
-        forced &= needs[:, None]
+        forced &= needs
         tokens = scores.tokens
         if self.spec.commit_lowest_entropy and self.options.temperature > 0:
             greedy = logits.index_fill(-1, self.mask_ids, -math.inf).argmax(-1)
@@ -208,14 +218,11 @@ class Multiblock:
         rows, table = self.rows, self.table
         generation = rows.generation
         masked = generation == rows.mask_id
-        is_stop = torch.isin(generation, self.stop_ids)
-        has_stop = is_stop.any(1)
-        first = torch.where(has_stop, is_stop.int().argmax(1), generation.shape[1])
-        stop_token = generation.gather(1, first.clamp_max(generation.shape[1] - 1)[:, None])
-        after = self.positions[None, :] > first[:, None]
+        first = first_true(torch.isin(generation, self.stop_ids))  # the length if none
+        stop_token = generation.gather(1, first.clamp_max(generation.shape[1] - 1))
+        after = self.position_row > first
         generation.copy_(torch.where(after, stop_token, generation))
         self.just_filled = torch.where(served[:, None], after & masked, self.just_filled)
-        later = self.block_index[None, :] - 1 > (first // self.block_size)[:, None]
-        finished = has_stop[:, None] & later
+        finished = self.answer_block > first // self.block_size  # none without a stop
         table.created = table.created | finished
         table.full = table.full | finished

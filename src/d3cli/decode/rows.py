@@ -51,27 +51,28 @@ class PromptQueue:
 @dataclass
 class Rows:
     """Per-slot decoding state, all on the device: the canvas (left-padded prompt, then the
-    answer), forwards used, the forward that committed each answer position, the sampling
-    key and the queue index of the prompt in the slot (-1: empty)."""
+    answer), forwards used, the forward that committed each answer position (when asked for),
+    the sampling key and the queue index of the prompt in the slot (-1: empty)."""
 
     canvas: Tensor  # [slots, prompt_length + gen_length]
     visible: Tensor  # [slots, same] bool
     prompt_length: int
     mask_id: int
     forwards: Tensor  # [slots]
-    commit_step: Tensor  # [slots, gen_length], -1 where not committed
+    commit_step: Tensor | None  # [slots, gen_length], -1 where not committed
     keys: Tensor  # [slots]
     prompt: Tensor  # [slots]
 
     @classmethod
-    def empty(cls, slots: int, queue: PromptQueue, gen_length: int,
-              spec: ModelSpec) -> Rows:
+    def empty(cls, slots: int, queue: PromptQueue, gen_length: int, spec: ModelSpec,
+              commit_steps: bool = False) -> Rows:
         device, length = queue.ids.device, queue.prompt_length + gen_length
+        steps = torch.full((slots, gen_length), -1, device=device) if commit_steps else None
         return cls(canvas=torch.full((slots, length), spec.mask_token_id, device=device),
                    visible=torch.ones(slots, length, dtype=torch.bool, device=device),
                    prompt_length=queue.prompt_length, mask_id=spec.mask_token_id,
                    forwards=torch.zeros(slots, dtype=torch.long, device=device),
-                   commit_step=torch.full((slots, gen_length), -1, device=device),
+                   commit_step=steps,
                    keys=torch.zeros(slots, dtype=torch.long, device=device),
                    prompt=torch.full((slots,), -1, device=device))
 
@@ -107,7 +108,8 @@ class Rows:
         self.canvas.copy_(torch.where(taken[:, None], prompt, self.canvas))
         self.visible.copy_(torch.where(taken[:, None], visible, self.visible))
         self.forwards.masked_fill_(taken, 0)
-        self.commit_step.masked_fill_(taken[:, None], -1)
+        if self.commit_step is not None:
+            self.commit_step.masked_fill_(taken[:, None], -1)
         self.keys.copy_(torch.where(taken, queue.keys[index], self.keys))
         self.prompt.copy_(torch.where(taken, index, torch.where(free, -1, self.prompt)))
         return taken
@@ -119,6 +121,7 @@ class Rows:
         chosen = chosen & served[:, None]
         answer = self.generation
         answer.scatter_(1, positions, torch.where(chosen, tokens, answer.gather(1, positions)))
-        step = (self.forwards - 1)[:, None].expand_as(positions)
-        self.commit_step.scatter_(1, positions, torch.where(
-            chosen, step, self.commit_step.gather(1, positions)))
+        if self.commit_step is not None:
+            step = (self.forwards - 1)[:, None]
+            self.commit_step.scatter_(1, positions, torch.where(
+                chosen, step, self.commit_step.gather(1, positions)))

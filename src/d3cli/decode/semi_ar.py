@@ -12,7 +12,7 @@ from torch import Tensor
 from ..checkpoints import ModelSpec
 from .options import DecodeOptions
 from .rows import Rows
-from .scoring import Scores
+from .scoring import Certainty, Scores
 from .strategy import Plan
 
 # choose(scores, candidates, forwards, block) -> commit mask over the block [slots, block]
@@ -31,15 +31,15 @@ class SemiAutoregressive:
     whole canvas; then `prefix` recomputes from the block start on against the cached prefix,
     and `dual` only the block against the whole canvas's cache."""
 
-    proposal_entropy = False
-
-    def __init__(self, rows: Rows, spec: ModelSpec, options: DecodeOptions,
-                 choose: Chooser) -> None:
+    def __init__(self, rows: Rows, spec: ModelSpec, options: DecodeOptions, choose: Chooser,
+                 certainty: Certainty) -> None:
         self.rows, self.choose, self.cache_mode = rows, choose, options.cache
+        self.certainty = certainty
         self.uses_cache = options.cache != "none"
         self.block_size = block_size = options.block_size
         self.shift = int(spec.logit_shift)
         self.offsets = torch.arange(block_size, device=rows.canvas.device)
+        self.canvas_end = torch.full_like(rows.forwards, rows.length)
         self.cached_block = torch.full_like(rows.forwards, -1)  # block the cache was built for
 
     def reset(self, slots: Tensor) -> None:
@@ -49,16 +49,22 @@ class SemiAutoregressive:
         rows = self.rows
         masked = rows.masked()
         block = masked.int().argmax(1) // self.block_size
-        read = block[:, None] * self.block_size + self.offsets
+        start = block * self.block_size
+        read = start[:, None] + self.offsets
         plan = BlockPlan(rows.active(masked), read, masked=masked, block=block)
         if self.uses_cache:
-            block_start = rows.prompt_length + block * self.block_size
+            block_start = start + rows.prompt_length
             new_block = self.cached_block != block
-            plan.fresh_from = torch.where(new_block, 0, block_start)
-            plan.fresh_to = torch.where(new_block | (self.cache_mode == "prefix"), rows.length,
-                                        block_start + self.block_size)
-            plan.need_start = torch.where(new_block, 0, block_start - self.shift)
-            plan.block_only = ~new_block & (self.cache_mode == "dual")
+            plan.fresh_from = block_start.masked_fill(new_block, 0)
+            plan.need_start = plan.fresh_from
+            if self.shift:
+                plan.need_start = (block_start - self.shift).masked_fill(new_block, 0)
+            if self.cache_mode == "prefix":
+                plan.fresh_to = self.canvas_end
+            else:  # dual: the block alone serves a row whose cache holds its block
+                plan.fresh_to = (block_start + self.block_size).masked_fill(new_block,
+                                                                            rows.length)
+                plan.block_only = ~new_block
             plan.new_block = new_block
         return plan
 

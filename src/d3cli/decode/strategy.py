@@ -7,7 +7,7 @@ from typing import Protocol
 
 from torch import Tensor
 
-from .scoring import Scores
+from .scoring import Certainty, Scores
 
 
 @dataclass
@@ -40,9 +40,10 @@ class Strategy(Protocol):
     """A decoding method: which positions the next forward must give, which to commit."""
 
     uses_cache: bool
-    # Entropy from the proposal's distribution (after temperature and top-p), as Dream's
-    # own decoding ranks positions; otherwise from the raw logits (§3.6).
-    proposal_entropy: bool
+    # What `commit` reads from its scores (the driver computes only that). Dream's own
+    # decoding ranks by the entropy of the proposal (after temperature and top-p), the
+    # others by the raw logits' confidence or entropy (§3.6).
+    certainty: Certainty
 
     def reset(self, slots: Tensor) -> None:
         """The rows in `slots` [slots] bool start a new prompt."""

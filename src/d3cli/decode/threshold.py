@@ -22,4 +22,4 @@ def threshold(rows: Rows, spec: ModelSpec, options: DecodeOptions) -> SemiAutore
         confidence = scores.confidence.masked_fill(~candidates, -math.inf)
         return (confidence >= tau) | one_hot_best(confidence)
 
-    return SemiAutoregressive(rows, spec, options, choose)
+    return SemiAutoregressive(rows, spec, options, choose, "confidence")

@@ -57,6 +57,5 @@ def vanilla(rows: Rows, spec: ModelSpec, options: DecodeOptions) -> SemiAutoregr
         return top_k_per_row(rank.masked_fill(~candidates, -math.inf),
                              quota(candidates.sum(1), step))
 
-    strategy = SemiAutoregressive(rows, spec, options, choose)
-    strategy.proposal_entropy = spec.vanilla_by_entropy
-    return strategy
+    return SemiAutoregressive(rows, spec, options, choose,
+                              "proposal_entropy" if spec.vanilla_by_entropy else "confidence")
