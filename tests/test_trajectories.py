@@ -81,7 +81,8 @@ def test_trajectory_is_the_teachers_own_greedy_order(greedy_records, teacher, ar
         for state in range(-1, len(answer) - 1):
             canvas = torch.where(steps > state, spec.mask_token_id, answer)
             logits = teacher.model(torch.cat([prompt, canvas])[None])[0, len(prompt):]
-            scores = score(logits, spec.mask_token_id, 0.0, None, torch.float64)
+            scores = score(logits, spec.mask_token_id, 0.0, None, torch.float64,
+                           certainty="confidence")
             current = (state + 1) // block * block
             candidates = torch.zeros_like(steps, dtype=torch.bool)
             candidates[current:current + block] = steps[current:current + block] > state
