@@ -225,8 +225,18 @@ class Call:
     kwargs: dict
 
 
+def same_strides(tensor: torch.Tensor) -> torch.Tensor:
+    """A copy with the tensor's strides: a compiled forward's guards include them (a window
+    of the canvas is a strided view), so a replay runs the decode's own graphs."""
+    if 0 in tensor.stride():  # an expanded tensor cannot be written to as it is laid out
+        return tensor.clone()
+    copy = torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype,
+                               device=tensor.device)
+    return copy.copy_(tensor)
+
+
 def record_calls(model: D3Model, run: Callable[[], list[Decoded]]) -> tuple[list[Call], int]:
-    """Run a decode, keeping a copy of every model call; also count the host
+    """Run a decode, keeping a copy of every model call (strides kept); also count the host
     synchronisations between its first and its last model call (`HostSyncCounter`)."""
     calls: list[Call] = []
     counter = HostSyncCounter()
@@ -237,9 +247,9 @@ def record_calls(model: D3Model, run: Callable[[], list[Decoded]]) -> tuple[list
         cache = kwargs.get("cache")
         kind = "full" if cache is None else (
             "refresh" if args[0].shape[1] == cache.length else "cached")
-        copied = {key: value.clone() if isinstance(value, torch.Tensor) else value
+        copied = {key: same_strides(value) if isinstance(value, torch.Tensor) else value
                   for key, value in kwargs.items() if key != "cache"}
-        calls.append(Call(kind, tuple(arg.clone() for arg in args), copied))
+        calls.append(Call(kind, tuple(map(same_strides, args)), copied))
 
     handle = model.register_forward_pre_hook(keep, with_kwargs=True)
     try:
@@ -339,7 +349,8 @@ def measure(model: D3Model, shape: Shape, method: str, options: DecodeOptions,
         ms_per_call = {}
         for kind, of_kind in by_kind.items():
             sample = of_kind[::math.ceil(len(of_kind) / replay_calls)]
-            replay_seconds(model, sample[:2], length, forward)  # warm-up
+            shapes = {tuple(call.args[0].shape): call for call in sample}
+            replay_seconds(model, list(shapes.values()), length, forward)  # each shape once
             seconds = replay_seconds(model, sample, length, forward)
             ms_per_call[kind] = 1000 * seconds / len(sample)
     counts = {kind: len(of_kind) for kind, of_kind in by_kind.items()}
