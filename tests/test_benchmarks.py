@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from torch._dynamo.utils import counters
 
@@ -73,3 +74,32 @@ def test_gpu_decode_counts_operators_host_reads_and_compiles_in_process(one_thre
     assert [row.compiles is None for row in rows] == [True, True, False]
     assert 0 < rows[-1].compiles <= 64 // 32 + 1
 
+
+@pytest.mark.parametrize("section", ["attention", "bf16", "compile", "torchrun", "distill",
+                                     "speed"])
+def test_gpu_check_smoke_passes_each_section_and_writes_its_report(section, tmp_path,
+                                                                   one_thread):
+    import gpu_check
+
+    assert gpu_check.main(["--device", "cpu", "--smoke", "--sections", section, "--out",
+                           str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert list(report["sections"]) == [section] and report["passed"]
+    assert f"## {section}: pass" in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_gpu_check_records_a_failing_section_and_still_runs_the_next(tmp_path, monkeypatch):
+    import gpu_check
+
+    def broken(settings):
+        raise RuntimeError("no fused kernel")
+
+    monkeypatch.setitem(gpu_check.SECTIONS, "attention", broken)
+    monkeypatch.setitem(gpu_check.SECTIONS, "bf16", lambda settings: {"passed": True,
+                                                                       "rows": [{"x": 0.5}]})
+    assert gpu_check.main(["--device", "cpu", "--smoke", "--sections", "attention", "bf16",
+                           "--out", str(tmp_path)]) == 1
+    sections = json.loads((tmp_path / "gpu_check.json").read_text())["sections"]
+    assert sections["attention"]["error"] == "RuntimeError: no fused kernel"
+    assert sections["bf16"]["passed"] and not sections["attention"]["passed"]
+    assert "## attention: FAIL" in (tmp_path / "gpu_check.md").read_text()

@@ -1,9 +1,7 @@
 """LLaDA and Dream folders in their real formats load onto d3's model without remote code.
 
-Each test writes a tiny random checkpoint the way the hub repos lay it out (config.json with
-the real keys, the real parameter names with scaled-down shapes, two safetensors shards plus
-model.safetensors.index.json, a tokenizer with the family's special tokens and chat template,
-and remote-code files that raise if anything imports them), then compares d3's forward with
+Each test writes a tiny random checkpoint the way the hub repos lay it out
+(`benchmarks/family_folders.py`), then compares d3's forward with
 an independent implementation: §6.1's equations for LLaDA, transformers' Qwen2 run with a
 bidirectional mask for Dream (algorithms.md §6.1, §6.2).
 """
@@ -22,14 +20,7 @@ from safetensors.torch import load_file, save_file
 from d3cli.checkpoints import ModelLoadError, encode_prompt, load_model
 from d3cli.families import D3, LLADA, detect_family
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny; one thread keeps the shared machine free."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors
 
 
 @pytest.fixture(scope="module")

@@ -1,15 +1,17 @@
-"""Tiny LLaDA- and Dream-format model folders, laid out as the hub repos lay them out.
+"""LLaDA- and Dream-format model folders, laid out as the hub repos lay them out.
 
-`write_llada` and `write_dream` write a random checkpoint at toy size: config.json with the
-real keys, the real parameter names with scaled-down shapes, two safetensors shards plus
-model.safetensors.index.json, a tokenizer with the family's special tokens and chat
-template, and remote-code files that raise if anything imports them.
+`write_llada` and `write_dream` write a random checkpoint, at toy size unless sizes are
+given: config.json with the real keys, the real parameter names, two safetensors shards
+plus model.safetensors.index.json, a tokenizer with the family's special tokens and chat
+template, and remote-code files that raise if anything imports them. The tests load them;
+the GPU check (`gpu_check.py`) decodes and distils them.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from huggingface_hub import split_torch_state_dict_into_shards
@@ -97,16 +99,26 @@ def write_json(path: Path, content: dict) -> None:
     path.write_text(json.dumps(content, indent=2))
 
 
-def random_weights(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, torch.Tensor]:
-    """Norm weights near 1, everything else small, so a wrong mapping changes the logits."""
+def random_weights(shapes: dict[str, tuple[int, ...]], seed: int,
+                   std: float = 0.2) -> dict[str, torch.Tensor]:
+    """Norm weights near 1, everything else N(0, std²) (small, but large enough that a wrong
+    mapping changes the logits)."""
     generator = torch.Generator().manual_seed(seed)
     weights = {}
     for name, shape in shapes.items():
         if "norm" in name or name.endswith(("ln_f.weight",)):
             weights[name] = 1 + 0.2 * torch.randn(shape, generator=generator)
         else:
-            weights[name] = 0.2 * torch.randn(shape, generator=generator)
+            weights[name] = std * torch.randn(shape, generator=generator)
     return weights
+
+
+def resized(config: dict, sizes: dict[str, Any]) -> dict:
+    """`config` with some of its own keys changed (a model's width, depth or heads)."""
+    unknown = set(sizes) - set(config)
+    if unknown:
+        raise ValueError(f"not a key of the config: {', '.join(sorted(unknown))}")
+    return config | sizes
 
 
 def llada_shapes(config: dict) -> dict[str, tuple[int, ...]]:
@@ -131,8 +143,10 @@ def llada_shapes(config: dict) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def write_llada(folder: Path, weight_tying: bool = False, n_kv_heads: int = 4) -> dict:
-    """A LLaDA-8B-Instruct folder at toy size; returns the raw weights."""
+def write_llada(folder: Path, weight_tying: bool = False, n_kv_heads: int = 4,
+                std: float = 0.2, **sizes: Any) -> dict:
+    """A LLaDA-8B-Instruct folder, at toy size unless `sizes` change config keys (d_model,
+    n_layers, ...); returns the raw weights."""
     folder.mkdir(parents=True, exist_ok=True)
     bpe = byte_level_bpe()
     first_special = bpe.get_vocab_size()
@@ -192,6 +206,7 @@ def write_llada(folder: Path, weight_tying: bool = False, n_kv_heads: int = 4) -
         "vocab_size": 320,
         "weight_tying": weight_tying,
     }
+    config = resized(config, sizes)
     write_json(folder / "config.json", config)
     write_json(
         folder / "tokenizer_config.json",
@@ -216,7 +231,7 @@ def write_llada(folder: Path, weight_tying: bool = False, n_kv_heads: int = 4) -
     )
     for name in ("configuration_llada.py", "modeling_llada.py"):
         (folder / name).write_text(RAISING_CODE)
-    weights = random_weights(llada_shapes(config), seed=1)
+    weights = random_weights(llada_shapes(config), seed=1, std=std)
     save_two_shards(weights, folder)
     return weights
 
@@ -248,8 +263,9 @@ def dream_shapes(config: dict) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def write_dream(folder: Path) -> dict:
-    """A Dream-v0-Instruct-7B folder at toy size (GQA 4:2, q/k/v bias); returns the weights."""
+def write_dream(folder: Path, std: float = 0.2, **sizes: Any) -> dict:
+    """A Dream-v0-Instruct-7B folder, at toy size (GQA 4:2, q/k/v bias) unless `sizes`
+    change config keys (hidden_size, num_hidden_layers, ...); returns the raw weights."""
     folder.mkdir(parents=True, exist_ok=True)
     bpe = byte_level_bpe()
     bpe.model.save(str(folder))  # vocab.json + merges.txt, as Dream's slow tokenizer reads them
@@ -287,6 +303,7 @@ def write_dream(folder: Path) -> dict:
         "use_sliding_window": False,
         "vocab_size": 320,
     }
+    config = resized(config, sizes)
     write_json(folder / "config.json", config)
     write_json(
         folder / "tokenizer_config.json",
@@ -324,7 +341,7 @@ def write_dream(folder: Path) -> dict:
     )
     for name in ("configuration_dream.py", "modeling_dream.py", "tokenization_dream.py"):
         (folder / name).write_text(RAISING_CODE)
-    weights = random_weights(dream_shapes(config), seed=2)
+    weights = random_weights(dream_shapes(config), seed=2, std=std)
     save_two_shards(weights, folder)
     return weights
 
