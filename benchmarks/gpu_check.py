@@ -2,7 +2,7 @@
 command, each section recorded as pass or fail with its numbers.
 
     # one H100 or H200, about 8 minutes (estimated: not yet run on a GPU); the speed section
-    # starts no new measurement after --budget seconds (360)
+    # starts no new measurement after --budget seconds (300)
     python benchmarks/gpu_check.py --out runs/gpu-check
     # the same code at small shapes on CPU (the tests run it)
     python benchmarks/gpu_check.py --device cpu --smoke --out /tmp/gpu-check
@@ -39,9 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from gpu_check_sections import SECTIONS
-
-Result = dict
+from gpu_check_sections import SECTIONS, Result
 
 
 @dataclass
@@ -125,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--smoke", action="store_true", help="small shapes (CPU)")
     parser.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
-    parser.add_argument("--budget", type=float, default=360.0,
+    parser.add_argument("--budget", type=float, default=300.0,
                         help="seconds from the start after which the speed section starts no "
                              "new measurement (the one running finishes)")
     args = parser.parse_args(argv)
