@@ -9,8 +9,8 @@ same process:
     python benchmarks/decode_cpu.py methods --limit 200
     # slot refill against fixed batches, and host reads every 1, 2 or 4 iterations
     python benchmarks/decode_cpu.py refill --limit 1000
-    # torch.compile against eager
-    python benchmarks/decode_cpu.py compile --limit 500
+    # --compile (each iteration one inductor graph) against eager: the same rows, and speed
+    python benchmarks/decode_cpu.py compile --limit 200 --temperatures 0 0.7
     # aten operators per iteration outside the forward (kernel launches on a GPU)
     python benchmarks/decode_cpu.py ops --limit 16 --batch-size 16
 """
@@ -56,6 +56,7 @@ class Measured:
     forwards: float
     seconds: float
     tokens: int
+    rows: dict[str, tuple[int, str]]  # per prompt id: forwards and output
 
 
 def measure(loaded, task, examples, method: str, options: DecodeOptions, batch_size: int,
@@ -74,7 +75,8 @@ def measure(loaded, task, examples, method: str, options: DecodeOptions, batch_s
     tokens = sum(r.gen_tokens for r in results)
     forwards = sum(r.forwards for r in results)
     return Measured(100 * sum(bool(r.correct) for r in results) / len(results),
-                    tokens / forwards, forwards / len(results), seconds, tokens)
+                    tokens / forwards, forwards / len(results), seconds, tokens,
+                    {r.id: (r.forwards, r.output) for r in results})
 
 
 def label(options: DecodeOptions, method: str, settings: dict) -> str:
@@ -142,19 +144,23 @@ def refill(args, loaded, task, examples, base: DecodeOptions) -> Table:
 
 
 def compiled(args, loaded, task, examples, base: DecodeOptions) -> Table:
-    table = Table("method", "forward", "accuracy %", "TPF", "seconds", "tokens/s", "× eager",
+    table = Table("method", "T", "forward", "rows as eager", "accuracy %", "TPF", "seconds",
+                  "tokens/s", "× eager",
                   title=f"{args.model}: {len(examples)} held-out {task.name} prompts, "
                         f"batch {args.batch_size}, {torch.get_num_threads()} CPU threads "
                         "(compilation before the timer)")
-    for method, settings in REFILL_RUNS:
-        options = dataclasses.replace(base, **settings)
+    for (method, settings), temperature in itertools.product(METHOD_RUNS, args.temperatures):
+        options = dataclasses.replace(base, **settings, temperature=temperature)
         eager = measure(loaded, task, examples, method, options, args.batch_size, None)
+        torch._dynamo.reset()
         measure(loaded, task, examples[:args.batch_size], method, options, args.batch_size,
-                None, compile=True)  # compiles every forward shape of the method
+                None, compile=True)  # compiles every window shape of the method
         fast = measure(loaded, task, examples, method, options, args.batch_size, None,
                        compile=True)
+        same = sum(fast.rows[key] == row for key, row in eager.rows.items())
         for name, result in (("eager", eager), ("compiled", fast)):
-            table.add_row(label(options, method, settings), name, f"{result.accuracy:.1f}",
+            table.add_row(label(options, method, settings), f"{temperature:g}", name,
+                          f"{same}/{len(eager.rows)}", f"{result.accuracy:.1f}",
                           f"{result.tpf:.2f}", f"{result.seconds:.1f}",
                           f"{result.tokens / result.seconds:.0f}",
                           f"{eager.seconds / result.seconds:.2f}x")
@@ -187,6 +193,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=500)
     parser.add_argument("--single", type=int, default=32, help="prompts decoded at batch 1")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.9, 0.7, 0.5, 0.3])
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[0.0],
+                        help="compile: the sampling temperatures compared")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, help="also append the result records here")

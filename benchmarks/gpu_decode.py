@@ -11,13 +11,14 @@ Each decode is recorded (a copy of every model call, and the calls that would ma
 wait for the device), timed, and then its model calls are replayed bare, back to back (at
 most --replay-calls of each kind, evenly spaced). Decode time over bare time is the
 decoder's overhead; tokens/s over vanilla's (one token per forward) is the speed-up.
-`--compile` runs the forward under torch.compile (CUDA graphs on CUDA) in the decodes and
-in the bare replays alike.
+`--compile` compiles each decoding iteration whole (forward, scoring, commits; CUDA graphs on
+CUDA), and the bare replays run the forward compiled alone.
 
 Each row also counts, the same way on every device: the aten operators the decoder
 dispatches per iteration outside the forward (each one kernel launch on a GPU; under
-`--compile`, those outside the compiled forward), the host reads per forward, and under
-`--compile` the graphs the method's first decode compiles (at most answer blocks + 1).
+`--compile`, those outside the compiled iterations: the host reads' own), the host reads
+per forward, and under `--compile` the graphs the method's first decode compiles (at most
+answer blocks + 1).
 
     # one H100/H200, both shapes; estimated 6-8 minutes, not yet run on a GPU.
     # Rows are also appended to OUT/gpu_decode.jsonl as they are measured.
@@ -51,8 +52,7 @@ from torch._dynamo.utils import counters
 from d3cli.canvas import first_stop
 from d3cli.checkpoints import ModelSpec
 from d3cli.decode import STRATEGIES, Decoded, DecodeOptions, decode_prompts, driver
-from d3cli.decode.driver import compiled
-from d3cli.decode.eager_ops import counting_eager_ops
+from d3cli.decode.eager_ops import counting_eager_ops, counting_eager_ops_outside_steps
 from d3cli.decode.syncs import HostSyncCounter
 from d3cli.model import D3Config, D3Model, KVCache
 
@@ -143,14 +143,13 @@ class FrontierCertainty:
     position by `peak · exp(-(d - 1) / reach)`, d being the distance to the nearest decoded
     token on its left (positions before the window count as decoded): positions next to the
     decoded text are confident, far ones are not, and each forward moves the frontier by a
-    few tokens, more with a longer `reach`. It stays out of torch.compile, so that the graphs
-    a compiled decode counts are the forward's own.
+    few tokens, more with a longer `reach`. Under `--compile` it is part of each compiled
+    iteration, as a model's own last layer would be.
     """
 
     def __init__(self, mask_id: int, peak: float, reach: float) -> None:
         self.mask_id, self.peak, self.reach = mask_id, peak, reach
 
-    @torch._dynamo.disable
     def __call__(self, module: torch.nn.Module, args: tuple, kwargs: dict,
                  logits: torch.Tensor) -> torch.Tensor:
         ids = args[0]
@@ -176,20 +175,35 @@ def random_prompts(shape: Shape, count: int, length: int, seed: int) -> list[lis
     return torch.randint(0, below, (count, length), generator=generator).tolist()
 
 
+def compiled_forward(model: D3Model) -> Callable[..., torch.Tensor]:
+    """The bare forward compiled as a compiled decode's iterations are (once per model)."""
+    if "_compiled_forward" not in model.__dict__:
+        cuda = next(model.parameters()).device.type == "cuda"
+        model.__dict__["_compiled_forward"] = torch.compile(
+            model, fullgraph=True, dynamic=False, mode="reduce-overhead" if cuda else None)
+    return model.__dict__["_compiled_forward"]
+
+
 @contextlib.contextmanager
 def capture_only() -> Iterator[None]:
-    """While active, a compiled decode's forward is dynamo's capture with the eager backend:
-    the graphs, guards and recompiles of `--compile`, without inductor building each graph
-    (minutes per graph on a small CPU). For smoke runs and tests."""
+    """While active, `--compile` is dynamo's capture with the eager backend: the graphs,
+    guards, graph breaks and recompiles of the compiled iterations (and of the bare
+    forward), without inductor building each graph (minutes per graph on a small CPU). For
+    smoke runs and tests."""
 
-    def capture(model: torch.nn.Module) -> Callable[..., torch.Tensor]:
+    def step(function: Callable[..., None], device: torch.device) -> Callable[..., None]:
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit,
+                                                   driver.RECOMPILE_LIMIT)
+        return torch.compile(function, backend="eager", fullgraph=True, dynamic=False)
+
+    def forward(model: torch.nn.Module) -> Callable[..., torch.Tensor]:
         if "_capture_only" not in model.__dict__:
             model.__dict__["_capture_only"] = torch.compile(
                 model, backend="eager", fullgraph=True, dynamic=False)
         return model.__dict__["_capture_only"]
 
-    with mock.patch.object(driver, "compiled", capture), \
-            mock.patch.dict(globals(), {"compiled": capture}):
+    with mock.patch.object(driver, "compiled_step", step), \
+            mock.patch.dict(globals(), {"compiled_forward": forward}):
         yield
 
 
@@ -307,14 +321,15 @@ class Measured:
         return 1000 * self.seconds / self.iterations
 
 
-def warm_up(run: Callable[[], list[Decoded]], forward: torch.nn.Module,
+def warm_up(run: Callable[[], list[Decoded]], model: D3Model,
             compile: bool) -> tuple[float, int | None]:
     """The first decode (under `compile`, from a fresh compile cache, so it compiles this
-    method's graphs): operators per iteration outside `forward`, and graphs compiled."""
+    method's graphs): operators per iteration outside the forward (outside the compiled
+    iterations under `compile`), and graphs compiled."""
     if compile:
         torch._dynamo.reset()
     before = counters["stats"]["unique_graphs"]
-    with counting_eager_ops(forward) as ops:
+    with counting_eager_ops_outside_steps() if compile else counting_eager_ops(model) as ops:
         run()
     return ops.per_iteration, counters["stats"]["unique_graphs"] - before if compile else None
 
@@ -330,12 +345,12 @@ def measure(model: D3Model, shape: Shape, method: str, options: DecodeOptions,
     def run(compile: bool = compile) -> list[Decoded]:
         return decode(model, shape, method, options, prompts, compile, sync_every)
 
-    forward = compiled(model) if compile else model
+    forward = compiled_forward(model) if compile else model
     with torch.no_grad():
         # The calls are recorded eagerly (a hook that copies them cannot sit in a compiled
         # graph); they are the same calls the compiled decode makes.
         calls, syncs = record_calls(model, lambda: run(compile=False))
-        eager_ops, compiles = warm_up(run, forward, compile)
+        eager_ops, compiles = warm_up(run, model, compile)
         times, decoded = [], []
         while len(times) < (repeats if not times or times[0] < 5 else 1):
             synchronize(device)

@@ -11,8 +11,9 @@ import torch
 from d3cli.checkpoints import encode_prompt
 from d3cli.decode import STRATEGIES, DecodeOptions, decode_prompts
 from d3cli.decode import rows as rows_module
-from d3cli.decode.driver import compiled
-from d3cli.decode.eager_ops import counting_eager_ops
+from d3cli.decode.driver import Driver, compiled_step, held_tensors
+from d3cli.decode.eager_ops import counting_eager_ops, counting_eager_ops_outside_steps
+from d3cli.decode.rows import PromptQueue
 from d3cli.decode.syncs import HostSyncCounter
 
 SETTINGS = [
@@ -202,24 +203,68 @@ def test_commit_steps_record_the_forward_of_every_commit(teacher, arith):
         assert sorted(done.commit_step) == list(range(arith.gen_length))  # one per forward
 
 
-def test_compiling_allows_more_graphs_than_a_long_decode_needs(teacher, monkeypatch):
+def test_compiling_allows_more_graphs_than_a_long_decode_needs(monkeypatch):
     """256 answer tokens in blocks of 32 need up to 9 window shapes, over dynamo's default
     limit of 8 graphs per function (the 9th would be an error under fullgraph)."""
     monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
-    compiled(teacher.model)
+    compiled_step(lambda window, read_start: None, torch.device("cpu"))
     assert torch._dynamo.config.recompile_limit >= 4 * (256 // 32 + 1)
 
 
-@pytest.mark.parametrize(("method", "settings"), [SETTINGS[5]], ids=[IDS[5]])
-def test_compiled_forward_gives_the_eager_tokens_with_bounded_recompiles(teacher, arith,
-                                                                        method, settings):
+# One case per code path a graph must hold: each strategy and cache mode, the Gumbel noise,
+# the multi-block read of the first open blocks, Dream's logit shift and its own vanilla.
+# Vanilla takes 4 tokens per forward here (a graph does not depend on the quota).
+FOUR_PER_FORWARD = {"steps": 16}
+COMPILE_CASES = [(*SETTINGS[index], temperature, {}) for index, temperature in (
+    (2, 0.7), (3, 0.0), (5, 0.0), (6, 0.7), (7, 0.0))] + [
+    ("vanilla", FOUR_PER_FORWARD, 0.0, {}), (*SETTINGS[7], 0.0, SHIFTED),
+    ("vanilla", {**DREAM_VANILLA[1], **FOUR_PER_FORWARD}, 0.7, SHIFTED)]
+COMPILE_IDS = [f"{IDS[index]}-{name}" for index, name in (
+    (2, "t0.7"), (3, "greedy"), (5, "greedy"), (6, "t0.7"), (7, "greedy"))] + [
+    "vanilla-steps-16-greedy", f"{IDS[7]}-dream", "dream-vanilla-steps-16-t0.7"]
+
+
+@pytest.mark.parametrize(("method", "settings", "temperature", "rules"), COMPILE_CASES,
+                         ids=COMPILE_IDS)
+def test_compiled_iterations_give_the_eager_decode_in_few_graphs(teacher, arith, method,
+                                                                 settings, temperature, rules):
+    """`--compile` captures each iteration whole (forward, scoring, commits) without a graph
+    break, in at most answer blocks + 1 graphs, and replays the eager tokens and forwards
+    with slot refill; reading every 3 iterations, the two iterations after a read run their
+    step alone (no operator outside it). Dynamo's capture with the eager backend: the graphs,
+    guards and side effects of `--compile` without inductor building each graph
+    (benchmarks/decode_cpu.py compares inductor's graphs with eager on 200 prompts)."""
+    from gpu_decode import capture_only
     from torch._dynamo.utils import counters
 
+    spec = dataclasses.replace(teacher.spec, **rules)
+    prompts = ragged_prompts(teacher, arith, 6)
+    settings = {**settings, "temperature": temperature}
+    eager = decode(teacher, arith, prompts, method, settings, 3, spec=spec)
     torch._dynamo.reset()
     counters.clear()
-    prompts = ragged_prompts(teacher, arith, 50)
-    eager = decode(teacher, arith, prompts, method, settings, 16)
-    compiled = decode(teacher, arith, prompts, method, settings, 16, compile=True)
+    with capture_only(), counting_eager_ops_outside_steps() as ops:
+        compiled = decode(teacher, arith, prompts, method, settings, 3, spec=spec, compile=True,
+                          sync_every=3)
     assert compiled == eager
-    assert counters["stats"]["unique_graphs"] <= arith.gen_length // teacher.spec.block_size + 1
+    assert 0 < counters["stats"]["unique_graphs"] <= arith.gen_length // spec.block_size + 1
     assert not counters["graph_break"]
+    reads = [gap for step, gap in enumerate(ops.gaps, 1) if step % 3 == 0]
+    between_reads = [gap for step, gap in enumerate(ops.gaps, 1) if step % 3]
+    assert len(between_reads) > 5 and set(between_reads) == {0} and min(reads) > 0
+
+
+def test_the_state_a_compiled_step_updates_is_found_for_cuda_graphs(teacher):
+    """CUDA graphs replay the decoding state at fixed addresses: the driver marks every
+    tensor it holds (the canvas, the KV cache, the strategy's block table) as static."""
+    queue = PromptQueue.upload([[1, 2, 3], [4, 5]], [0, 1], teacher.spec.pad_token_id,
+                               torch.device("cpu"))
+    options = DecodeOptions(gen_length=32, block_size=16, cache="delayed")
+    driver = Driver(teacher.model, teacher.spec, queue, 2, STRATEGIES["multiblock"], options)
+    held = {id(tensor) for tensor in held_tensors(driver)}
+    table = driver.strategy.table
+    for tensor in [driver.rows.canvas, driver.rows.forwards, *driver.cache.keys,
+                   table.created, table.completed_at, table.cache_len,
+                   driver.strategy.just_filled]:
+        assert id(tensor) in held
+    assert not any(id(parameter) in held for parameter in teacher.model.parameters())

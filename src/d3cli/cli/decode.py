@@ -88,7 +88,8 @@ BatchSizeOpt = Annotated[int, typer.Option(
 SyncEveryOpt = Annotated[int, typer.Option(
     min=1, help="Decoder iterations between host reads (GPU: fewer waits).")]
 CompileOpt = Annotated[bool, typer.Option(
-    help="torch.compile the model forward (CUDA graphs on CUDA).")]
+    help="torch.compile each decoding iteration whole: forward, scoring and "
+         "commits (CUDA graphs on CUDA).")]
 ScoreDtypeOpt = Annotated[str, typer.Option(
     callback=one_of("float32", "float64"),
     help="Precision of softmax, entropy and confidence: float32 or float64.")]

@@ -29,10 +29,10 @@ from .strategy import Plan, Strategy
 
 BLOCK_WINDOW = -1  # the window of each row's own block (dual cache)
 PATIENCE = 2  # reads a row may wait for a window before it gets one
-# Each forward shape is a graph of its own: a decode needs up to answer blocks + 1 (9 for
-# 256 tokens in blocks of 32), and the methods, batch sizes and prompt lengths of a run share
-# one compiled forward. Dynamo's default of 8 graphs per function would make the next
-# recompile an error under `fullgraph`.
+# Each window shape is a graph of its own: a decode needs up to answer blocks + 1 (9 for
+# 256 tokens in blocks of 32), and the methods, batch sizes and prompt lengths of a process
+# share one compiled iteration. Dynamo's default of 8 graphs per function would make the
+# next recompile an error under `fullgraph`.
 RECOMPILE_LIMIT = 256
 
 
@@ -52,17 +52,27 @@ class Decoded:
 StrategyFactory = Callable[[Rows, ModelSpec, DecodeOptions], Strategy]
 
 
-def compiled(model: D3Model) -> Callable[..., Tensor]:
-    """The model's forward under torch.compile (CUDA graphs on CUDA), built once per model
-    (kept in its `__dict__`, out of the module tree). `fullgraph` makes a graph break an
-    error; the recompile limit is raised to `RECOMPILE_LIMIT`."""
+def compiled_step(step: Callable[[int, int], None], device: torch.device,
+                  ) -> Callable[[int, int], None]:
+    """`step(window, read_start)` under torch.compile: one graph per window shape for the whole
+    iteration (CUDA graphs on CUDA). `fullgraph` makes a graph break an error; the recompile
+    limit is raised to `RECOMPILE_LIMIT`."""
     config = torch._dynamo.config
     config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
-    if "_d3_compiled" not in model.__dict__:
-        cuda = next(model.parameters()).device.type == "cuda"
-        model.__dict__["_d3_compiled"] = torch.compile(
-            model, fullgraph=True, dynamic=False, mode="reduce-overhead" if cuda else None)
-    return model.__dict__["_d3_compiled"]
+    return torch.compile(step, fullgraph=True, dynamic=False,
+                         mode="reduce-overhead" if device.type == "cuda" else None)
+
+
+def held_tensors(state: object) -> Iterator[Tensor]:
+    """Every tensor `state` holds in its attributes, through nested dataclasses and objects
+    (not modules): the decoding state an iteration updates in place."""
+    for value in vars(state).values():
+        if isinstance(value, Tensor):
+            yield value
+        elif isinstance(value, list):
+            yield from (item for item in value if isinstance(item, Tensor))
+        elif hasattr(value, "__dict__") and not isinstance(value, torch.nn.Module):
+            yield from held_tensors(value)
 
 
 @dataclass
@@ -112,11 +122,10 @@ class Driver:
 
     def __init__(self, model: D3Model, spec: ModelSpec, queue: PromptQueue, slots: int,
                  make_strategy: StrategyFactory, options: DecodeOptions,
-                 forward: Callable[..., Tensor], commit_steps: bool = False) -> None:
+                 commit_steps: bool = False, compile: bool = False) -> None:
         self.model, self.spec, self.queue, self.options = model, spec, queue, options
         self.rows = Rows.empty(slots, queue, options.gen_length, spec, commit_steps)
         self.strategy = make_strategy(self.rows, spec, options)
-        self.forward = forward
         self.shift = int(spec.logit_shift)
         device = queue.ids.device
         # Built once, not per iteration: index tensors, the read's filler, the token hashes.
@@ -129,8 +138,11 @@ class Driver:
         self.cache = None
         if self.strategy.uses_cache:
             self.cache = KVCache.empty(model.config, slots, self.rows.length, device, model.dtype)
-            if device.type == "cuda" and forward is not model:  # CUDA graphs reuse addresses
-                for tensor in self.cache.keys + self.cache.values:
+        self.step, self.compiled = self.advance, compile
+        if compile:
+            self.step = compiled_step(self.advance, device)
+            if device.type == "cuda":  # CUDA graphs replay the state at fixed addresses
+                for tensor in {id(tensor): tensor for tensor in held_tensors(self)}.values():
                     torch._dynamo.mark_static_address(tensor)
 
     def served(self, plan: Plan, window: int) -> Tensor:
@@ -160,11 +172,17 @@ class Driver:
         mask = None
         if self.queue.padded:
             mask = rows.visible if self.cache is not None else rows.visible[:, window:]
-        return self.forward(ids, positions=positions, cache=self.cache, attention_mask=mask,
-                            keep_cached=keep, logits_at=logits_at)
+        return self.model(ids, positions=positions, cache=self.cache, attention_mask=mask,
+                          keep_cached=keep, logits_at=logits_at)
 
-    def iterate(self, plan: Plan, window: int) -> None:
-        """One forward and its commits."""
+    def advance(self, window: int, read_start: int, plan: Plan | None = None) -> None:
+        """One iteration, all on the device: the strategy's plan (unless the read's is given),
+        reading from answer column `read_start` on when it reads every column, one forward
+        over `window`, scoring and commits."""
+        if plan is None:
+            plan = self.strategy.plan()
+        if plan.read_need is not None:
+            plan = plan.from_column(read_start)
         served = self.served(plan, window)
         logits = self.run_forward(plan, window, served)
         self.rows.forwards += served
@@ -192,13 +210,16 @@ class Driver:
         return SlotRead.unpack(torch.cat(parts).tolist(), rows.slots, steps)
 
     def run(self, sync_every: int) -> Iterator[Decoded]:
-        """Decode the whole queue, yielding each prompt as its row finishes."""
+        """Decode the whole queue, yielding each prompt as its row finishes. Each host read
+        plans eagerly; a compiled step plans again inside its graph (the plan changes
+        nothing), so that every iteration is the same graph."""
         slots = self.rows.slots
         prompt_of, started, waited = [-1] * slots, [0.0] * slots, [0] * slots
         next_prompt, window, read_start = 0, 0, 0
         for iteration in itertools.count():
-            plan = self.strategy.plan()
+            plan = None
             if iteration % sync_every == 0:
+                plan = self.strategy.plan()
                 read, now = self.read(plan), time.perf_counter()
                 for slot in range(slots):
                     if prompt_of[slot] >= 0 and not read.active[slot]:
@@ -220,10 +241,9 @@ class Driver:
                     return
                 if plan.need_start is not None:
                     window = self.choose(read, live, waited)
-                read_start = self.read_start(read, live, window)
-            if plan.read_need is not None:
-                plan = plan.from_column(read_start)
-            self.iterate(plan, window)
+                if plan.read_need is not None:
+                    read_start = self.read_start(read, live, window)
+            self.step(window, read_start, None if self.compiled else plan)
 
     def read_start(self, read: SlotRead, live: list[int], window: int) -> int:
         """The first answer column read until the next host read, for a plan that reads every
@@ -258,7 +278,6 @@ def decode_prompts(model: D3Model, spec: ModelSpec, prompts: Sequence[Sequence[i
         return
     device = next(model.parameters()).device
     queue = PromptQueue.upload(prompts, keys, spec.pad_token_id, device)
-    forward = compiled(model) if compile else model
     driver = Driver(model, spec, queue, min(batch_size, len(prompts)), make_strategy, options,
-                    forward, commit_steps)
+                    commit_steps, compile)
     yield from driver.run(sync_every)

@@ -202,12 +202,11 @@ class Multiblock:
             tokens = torch.where(forced, greedy, tokens)  # LLaDA re-proposes the argmax
         filled = self.just_filled.gather(1, plan.read)
         self.rows.commit(served, plan.read, tokens, (commit | forced) & ~filled)
-        keep = served[:, None]
-        self.table = BlockTable(
-            torch.where(keep, table.created, self.table.created),
-            torch.where(keep, table.full, self.table.full),
-            torch.where(keep, table.completed_at, self.table.completed_at),
-            torch.where(served, table.cache_len, self.table.cache_len))
+        keep, kept = served[:, None], self.table
+        torch.where(keep, table.created, kept.created, out=kept.created)
+        torch.where(keep, table.full, kept.full, out=kept.full)
+        torch.where(keep, table.completed_at, kept.completed_at, out=kept.completed_at)
+        torch.where(served, table.cache_len, kept.cache_len, out=kept.cache_len)
         if self.options.early_stop:
             self.fill_after_first_stop(served)
 
@@ -222,7 +221,7 @@ class Multiblock:
         stop_token = generation.gather(1, first.clamp_max(generation.shape[1] - 1))
         after = self.position_row > first
         generation.copy_(torch.where(after, stop_token, generation))
-        self.just_filled = torch.where(served[:, None], after & masked, self.just_filled)
+        torch.where(served[:, None], after & masked, self.just_filled, out=self.just_filled)
         finished = self.answer_block > first // self.block_size  # none without a stop
-        table.created = table.created | finished
-        table.full = table.full | finished
+        table.created |= finished
+        table.full |= finished

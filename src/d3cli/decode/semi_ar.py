@@ -73,5 +73,5 @@ class SemiAutoregressive:
         chosen = self.choose(scores, candidates, self.rows.forwards, plan.block)
         self.rows.commit(served, plan.read, scores.tokens, chosen & candidates)
         if self.uses_cache:
-            self.cached_block = torch.where(served & plan.new_block, plan.block,
-                                            self.cached_block)
+            torch.where(served & plan.new_block, plan.block, self.cached_block,
+                        out=self.cached_block)
