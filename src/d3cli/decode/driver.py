@@ -52,11 +52,10 @@ class Decoded:
 StrategyFactory = Callable[[Rows, ModelSpec, DecodeOptions], Strategy]
 
 
-def compiled_step(step: Callable[[int, int], None], device: torch.device,
-                  ) -> Callable[[int, int], None]:
-    """`step(window, read_start)` under torch.compile: one graph per window shape for the whole
-    iteration (CUDA graphs on CUDA). `fullgraph` makes a graph break an error; the recompile
-    limit is raised to `RECOMPILE_LIMIT`."""
+def compiled_step(step: Callable[..., None], device: torch.device) -> Callable[..., None]:
+    """`step(window, read_start)` (`Driver.advance`) under torch.compile: one graph per window
+    shape for the whole iteration (CUDA graphs on CUDA). `fullgraph` makes a graph break an
+    error; the recompile limit is raised to `RECOMPILE_LIMIT`."""
     config = torch._dynamo.config
     config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
     return torch.compile(step, fullgraph=True, dynamic=False,
