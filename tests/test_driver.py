@@ -233,7 +233,7 @@ def test_compiled_iterations_give_the_eager_decode_in_few_graphs(teacher, arith,
     with slot refill; reading every 3 iterations, the two iterations after a read run their
     step alone (no operator outside it). Dynamo's capture with the eager backend: the graphs,
     guards and side effects of `--compile` without inductor building each graph
-    (benchmarks/decode_cpu.py compares inductor's graphs with eager on 200 prompts)."""
+    (benchmarks/decode_cpu.py compares inductor's graphs with eager)."""
     from gpu_decode import capture_only
     from torch._dynamo.utils import counters
 
