@@ -216,12 +216,12 @@ def test_compiling_allows_more_graphs_than_a_long_decode_needs(monkeypatch):
 
 # One case per code path a graph must hold: each strategy and cache mode, the Gumbel noise,
 # the multi-block read of the first open blocks, Dream's logit shift and its own vanilla.
-COMPILE_CASES = [(*SETTINGS[index], temperature, {}) for index, temperature in (
-    (2, 0.7), (3, 0.0), (5, 0.0), (6, 0.7), (7, 0.0))] + [
-    (*SETTINGS[0], 0.0, {}), (*SETTINGS[7], 0.0, SHIFTED), (*DREAM_VANILLA, 0.7, SHIFTED)]
-COMPILE_IDS = [f"{IDS[index]}-{name}" for index, name in (
-    (2, "t0.7"), (3, "greedy"), (5, "greedy"), (6, "t0.7"), (7, "greedy"))] + [
-    f"{IDS[0]}-greedy", f"{IDS[7]}-dream", "dream-vanilla-t0.7"]
+COMPILE_CASES = [(*SETTINGS[index], temperature, rules) for index, temperature, rules in (
+    (0, 0.0, {}), (2, 0.7, {}), (3, 0.0, {}), (5, 0.0, {}), (6, 0.7, {}), (7, 0.0, {}),
+    (7, 0.0, SHIFTED))] + [(*DREAM_VANILLA, 0.7, SHIFTED)]
+COMPILE_IDS = [f"{method}-{'-'.join(map(str, settings.values()))}"
+               f"-{f't{temperature:g}' if temperature else 'greedy'}{'-dream' if rules else ''}"
+               for method, settings, temperature, rules in COMPILE_CASES]
 
 
 @pytest.mark.parametrize(("method", "settings", "temperature", "rules"), COMPILE_CASES,
